@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 from seqformer.platform.config.schema import ExperimentConfig
 
 MAX_BASE_DEPTH = 8
-MAX_ALIASES = 200
+MAX_ALIASES = 1000
+MAX_EXPANDED_NODES = 200_000
 MAX_FILE_BYTES = 4 * 2**20
 
 
@@ -45,7 +46,16 @@ def parse_yaml_text(text: str, source: str) -> Any:
     loader = _GuardedLoader(text)
     loader.name = source
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_EXPANDED_NODES:
+            raise ConfigError(
+                f"{source}: line {node.start_mark.line + 1}: the document expands to {size} YAML nodes through "
+                f"aliases (more than {MAX_EXPANDED_NODES}; a YAML bomb?); expand the aliases or simplify the file"
+            )
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -54,6 +64,21 @@ def parse_yaml_text(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: YAML error: {err}") from None
     finally:
         loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Number of nodes the document would have with every alias expanded (computed without expanding)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # guards recursive structures
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    memo[key] = min(total, 10**12)
+    return memo[key]
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
@@ -137,7 +162,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         loc = [str(p) for p in item["loc"]]
         key = ".".join(loc) or "<top level>"
         value = item.get("input")
-        if item["type"] == "extra_forbidden":
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             lines.append(f"unknown key '{key}'{_did_you_mean(loc)}")
             continue
         msg = item["msg"]
