@@ -1,0 +1,151 @@
+"""Model configuration: one frozen dataclass whose defaults are the official R50 YouTube-VIS 2019 SeqFormer.
+
+The platform's pydantic experiment schema embeds :class:`ModelConfig` directly, so field names are the config keys
+(``model.hidden_dim``) and equal the constructor argument names; there is no translation layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Optional
+
+BackboneName = Literal["resnet50", "resnet101", "resnext101", "swin_l"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture, matcher and loss settings of SeqFormer (defaults: the official R50 YouTube-VIS 2019 model)."""
+
+    backbone: BackboneName = "resnet50"
+    """Backbone: torchvision ResNet-50/101, ResNeXt-101 64x4d (frozen BN), or the official Swin-L (window 12)."""
+    hidden_dim: int = 256
+    """Transformer width C; must be divisible by 32 (GroupNorm groups) and by ``nheads``."""
+    dim_feedforward: int = 1024
+    """Hidden size of the encoder and decoder feed-forward layers."""
+    enc_layers: int = 6
+    """Number of deformable encoder layers."""
+    dec_layers: int = 6
+    """Number of SeqFormer decoder layers (one class/box head per layer)."""
+    nheads: int = 8
+    """Attention heads of every attention (deformable and multi-head self-attention)."""
+    enc_n_points: int = 4
+    """Sampling points per head and level in the encoder."""
+    dec_n_points: int = 4
+    """Sampling points per head and level in the decoder cross-attention."""
+    num_queries: int = 300
+    """Number of instance queries Q."""
+    num_classes: int = 42
+    """Number of class logits K (42 for YouTube-VIS 2019/2021 with the raw category ids as indices)."""
+    num_frames: int = 5
+    """Frames per training clip; the forward accepts any number of frames (inference uses whole videos)."""
+    num_feature_levels: int = 4
+    """Feature levels fed to the transformer: three backbone stages plus the extra stride-64 level."""
+    dropout: float = 0.1
+    """Dropout probability in the transformer (also the multi-head attention weights)."""
+    with_box_refine: bool = True
+    """Iterative box refinement: one box head per decoder layer, each refining the previous layer's boxes."""
+    rel_coord: bool = True
+    """Feed the relative pixel coordinates of each location to the dynamic mask head (10 input channels)."""
+    mask_out_stride: int = 4
+    """Stride of the predicted mask logits (the stride-8 mask features are upsampled by 8 / this)."""
+    aux_loss: bool = True
+    """Supervise every decoder layer (auxiliary outputs and losses with suffix ``_{i}``)."""
+    position_embedding: Literal["sine", "learned"] = "sine"
+    """Position encoding of the feature maps (the official models use ``sine``)."""
+    dilation: bool = False
+    """Replace the stride of the last ResNet stage by dilation (stride-16 C5); the official models do not."""
+    pretrained_backbone: Optional[str] = None
+    """Local file with ImageNet backbone weights (torchvision / Swin key names) or None; nothing is downloaded."""
+    frozen_batch_norm: bool = True
+    """Use FrozenBatchNorm2d in the ResNet backbones (statistics and affine parameters fixed) as officially."""
+    train_backbone: bool = True
+    """Train ResNet layer2-4 (stem and layer1 stay frozen as officially); False freezes the whole backbone."""
+    mask_feat_channels: Optional[int] = None
+    """Channels of the mask features; None = the official ``hidden_dim // 32`` (8 for hidden size 256)."""
+    msda_backend: Literal["auto", "compiled", "reference"] = "auto"
+    """Multi-scale deformable attention backend passed to ``seqformer.kernels.ms_deform_attn``."""
+    set_cost_class: float = 2.0
+    """Matcher weight of the focal classification cost."""
+    set_cost_bbox: float = 5.0
+    """Matcher weight of the Euclidean distance between all frames' boxes."""
+    set_cost_giou: float = 2.0
+    """Matcher weight of the negative frame-averaged GIoU."""
+    cls_loss_coef: float = 2.0
+    """Weight of ``loss_ce`` (sigmoid focal classification loss)."""
+    bbox_loss_coef: float = 5.0
+    """Weight of ``loss_bbox`` (L1 on normalised cxcywh boxes)."""
+    giou_loss_coef: float = 2.0
+    """Weight of ``loss_giou``."""
+    mask_loss_coef: float = 2.0
+    """Weight of ``loss_mask`` (sigmoid focal loss on the stride-4 mask logits)."""
+    dice_loss_coef: float = 5.0
+    """Weight of ``loss_dice``."""
+    focal_alpha: float = 0.25
+    """Alpha of the focal losses (gamma is fixed at 2 as officially)."""
+
+    def __post_init__(self) -> None:
+        positive = (
+            "hidden_dim dim_feedforward enc_layers dec_layers nheads enc_n_points dec_n_points num_queries "
+            "num_classes num_frames num_feature_levels mask_out_stride"
+        ).split()
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.hidden_dim % 32 != 0:
+            raise ValueError(f"model.hidden_dim must be a multiple of 32 (GroupNorm(32) groups), got {self.hidden_dim}")
+        if self.hidden_dim % self.nheads != 0:
+            raise ValueError(
+                f"model.hidden_dim ({self.hidden_dim}) must be divisible by model.nheads ({self.nheads})"
+            )
+        if not 2 <= self.num_feature_levels <= 4:
+            raise ValueError(
+                f"model.num_feature_levels must be 2..4 (three backbone stages plus optional extra), got "
+                f"{self.num_feature_levels}"
+            )
+        if 8 % self.mask_out_stride != 0:
+            raise ValueError(f"model.mask_out_stride must divide 8 (1, 2, 4 or 8), got {self.mask_out_stride}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.focal_alpha <= 1.0:
+            raise ValueError(f"model.focal_alpha must be in [0, 1], got {self.focal_alpha}")
+        if self.mask_feat_channels is not None and (
+            isinstance(self.mask_feat_channels, bool) or self.mask_feat_channels < 1
+        ):
+            raise ValueError(f"model.mask_feat_channels must be a positive integer or None, got {self.mask_feat_channels}")
+        if self.hidden_dim // 32 < 1 and self.mask_feat_channels is None:
+            raise ValueError("model.mask_feat_channels must be set when model.hidden_dim < 32")
+        choices = {
+            "backbone": ("resnet50", "resnet101", "resnext101", "swin_l"),
+            "position_embedding": ("sine", "learned"),
+            "msda_backend": ("auto", "compiled", "reference"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.dilation and self.backbone == "swin_l":
+            raise ValueError("model.dilation applies to ResNet backbones only; set it to false for model.backbone=swin_l")
+        for name in ("set_cost_class", "set_cost_bbox", "set_cost_giou"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        if self.set_cost_class == 0 and self.set_cost_bbox == 0 and self.set_cost_giou == 0:
+            raise ValueError("model.set_cost_class, set_cost_bbox and set_cost_giou cannot all be 0")
+
+    @property
+    def mask_channels(self) -> int:
+        """Channels of the mask features (``mask_feat_channels`` or the official ``hidden_dim // 32``)."""
+        return self.mask_feat_channels if self.mask_feat_channels is not None else self.hidden_dim // 32
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of all fields (config keys equal field names)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a dict; unknown keys raise ValueError naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; expected a subset of {sorted(known)}")
+        return cls(**data)
