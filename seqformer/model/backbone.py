@@ -63,9 +63,13 @@ class ResNetBackbone(nn.Module):
         net = _RESNETS[name](weights=None, replace_stride_with_dilation=[False, False, dilation], norm_layer=norm_layer)
         for param_name, param in net.named_parameters():
             # official rule: only layer2-4 train (stem conv1 and layer1 stay frozen)
-            if not train_backbone or ("layer2" not in param_name and "layer3" not in param_name and "layer4" not in param_name):
+            if not train_backbone or (
+                "layer2" not in param_name and "layer3" not in param_name and "layer4" not in param_name
+            ):
                 param.requires_grad_(False)
-        self.body = IntermediateLayerGetter(net, return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"})
+        self.body = IntermediateLayerGetter(
+            net, return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
+        )
         self.strides = [8, 16, 16 if dilation else 32]
         self.num_channels = [512, 1024, 2048]
 
@@ -83,7 +87,9 @@ class Joiner(nn.Sequential):
         self.strides = backbone.strides
         self.num_channels = backbone.num_channels
 
-    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:  # noqa: E501
+    def forward(
+        self, images: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:  # noqa: E501
         """Run the backbone and derive per-level padding masks and position encodings.
 
         Args:

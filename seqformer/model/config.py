@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 BackboneName = Literal["resnet50", "resnet101", "resnext101", "swin_l"]
 
@@ -55,13 +55,13 @@ class ModelConfig:
     """Position encoding of the feature maps (the official models use ``sine``)."""
     dilation: bool = False
     """Replace the stride of the last ResNet stage by dilation (stride-16 C5); the official models do not."""
-    pretrained_backbone: Optional[str] = None
+    pretrained_backbone: str | None = None
     """Local file with ImageNet backbone weights (torchvision / Swin key names) or None; nothing is downloaded."""
     frozen_batch_norm: bool = True
     """Use FrozenBatchNorm2d in the ResNet backbones (statistics and affine parameters fixed) as officially."""
     train_backbone: bool = True
     """Train ResNet layer2-4 (stem and layer1 stay frozen as officially); False freezes the whole backbone."""
-    mask_feat_channels: Optional[int] = None
+    mask_feat_channels: int | None = None
     """Channels of the mask features; None = the official ``hidden_dim // 32`` (8 for hidden size 256)."""
     msda_backend: Literal["auto", "compiled", "reference"] = "auto"
     """Multi-scale deformable attention backend passed to ``seqformer.kernels.ms_deform_attn``."""
@@ -96,9 +96,7 @@ class ModelConfig:
         if self.hidden_dim % 32 != 0:
             raise ValueError(f"model.hidden_dim must be a multiple of 32 (GroupNorm(32) groups), got {self.hidden_dim}")
         if self.hidden_dim % self.nheads != 0:
-            raise ValueError(
-                f"model.hidden_dim ({self.hidden_dim}) must be divisible by model.nheads ({self.nheads})"
-            )
+            raise ValueError(f"model.hidden_dim ({self.hidden_dim}) must be divisible by model.nheads ({self.nheads})")
         if not 2 <= self.num_feature_levels <= 4:
             raise ValueError(
                 f"model.num_feature_levels must be 2..4 (three backbone stages plus optional extra), got "
@@ -113,7 +111,9 @@ class ModelConfig:
         if self.mask_feat_channels is not None and (
             isinstance(self.mask_feat_channels, bool) or self.mask_feat_channels < 1
         ):
-            raise ValueError(f"model.mask_feat_channels must be a positive integer or None, got {self.mask_feat_channels}")
+            raise ValueError(
+                f"model.mask_feat_channels must be a positive integer or None, got {self.mask_feat_channels}"
+            )
         if self.hidden_dim // 32 < 1 and self.mask_feat_channels is None:
             raise ValueError("model.mask_feat_channels must be set when model.hidden_dim < 32")
         choices = {
@@ -125,7 +125,9 @@ class ModelConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.dilation and self.backbone == "swin_l":
-            raise ValueError("model.dilation applies to ResNet backbones only; set it to false for model.backbone=swin_l")
+            raise ValueError(
+                "model.dilation applies to ResNet backbones only; set it to false for model.backbone=swin_l"
+            )
         for name in ("set_cost_class", "set_cost_bbox", "set_cost_giou"):
             if getattr(self, name) < 0:
                 raise ValueError(f"model.{name} must be >= 0, got {getattr(self, name)}")

@@ -24,7 +24,9 @@ def _clones(module: nn.Module, n: int) -> nn.ModuleList:
 class DeformableTransformerEncoderLayer(nn.Module):
     """Post-norm layer: deformable self-attention over all levels of one frame, then a ReLU FFN."""
 
-    def __init__(self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int, backend: str) -> None:  # noqa: E501
+    def __init__(
+        self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int, backend: str
+    ) -> None:  # noqa: E501
         super().__init__()
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, backend=backend)
         self.dropout1 = nn.Dropout(dropout)
@@ -68,7 +70,9 @@ class DeformableTransformerEncoder(nn.Module):
             refs.append(torch.stack((ref_x, ref_y), -1))
         return torch.cat(refs, 1)[:, :, None] * valid_ratios[:, None]
 
-    def forward(self, src, spatial_shapes_list, spatial_shapes, level_start_index, valid_ratios, pos, padding_mask, num_frames):  # noqa: ANN001, ANN201, E501
+    def forward(
+        self, src, spatial_shapes_list, spatial_shapes, level_start_index, valid_ratios, pos, padding_mask, num_frames
+    ):  # noqa: ANN001, ANN201, E501
         """Encode ``src [B*T, S, C]``; reference points from ``valid_ratios [B, L, 2]`` serve every frame."""
         reference_points = self.get_reference_points(spatial_shapes_list, valid_ratios)
         reference_points = reference_points.repeat_interleave(num_frames, dim=0)  # [B*T, S, L, 2]
@@ -82,7 +86,9 @@ class SeqFormerDecoderLayer(nn.Module):
     """One SeqFormer decoder layer (reference §7): instance self-attention, box self-attention per frame,
     deformable cross-attention driven by the box queries, box FFN, temporal aggregation into the instance query."""
 
-    def __init__(self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int, backend: str) -> None:  # noqa: E501
+    def __init__(
+        self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int, backend: str
+    ) -> None:  # noqa: E501
         super().__init__()
         self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, backend=backend)
         self.dropout1 = nn.Dropout(dropout)
@@ -113,7 +119,18 @@ class SeqFormerDecoderLayer(nn.Module):
         q = (x + pos).transpose(0, 1)
         return attn(q, q, x.transpose(0, 1))[0].transpose(0, 1)
 
-    def forward(self, tgt, tgt_box, query_pos, reference_points, value_memory, spatial_shapes, level_start_index, padding_mask, num_frames):  # noqa: ANN001, ANN201, E501
+    def forward(
+        self,
+        tgt,
+        tgt_box,
+        query_pos,
+        reference_points,
+        value_memory,
+        spatial_shapes,
+        level_start_index,
+        padding_mask,
+        num_frames,
+    ):  # noqa: ANN001, ANN201, E501
         """Run one layer.
 
         Args:
@@ -133,12 +150,16 @@ class SeqFormerDecoderLayer(nn.Module):
         tgt = self.norm2(tgt + self.dropout2(self._self_attention(self.self_attn, tgt, query_pos)))
         if tgt_box.dim() == 3:
             # first layer: box self-attention once, its query drives the sampling in every frame
-            tgt_box = self.norm2_box(tgt_box + self.dropout2_box(self._self_attention(self.self_attn_box, tgt_box, query_pos)))
+            tgt_box = self.norm2_box(
+                tgt_box + self.dropout2_box(self._self_attention(self.self_attn_box, tgt_box, query_pos))
+            )
             box_query, repeat = tgt_box + query_pos, num_frames
         else:
             flat_box = tgt_box.flatten(0, 1)  # [B*T, Q, C]: per-frame self-attention with shared weights
             flat_pos = query_pos.repeat_interleave(num_frames, dim=0)
-            flat_box = self.norm2_box(flat_box + self.dropout2_box(self._self_attention(self.self_attn_box, flat_box, flat_pos)))
+            flat_box = self.norm2_box(
+                flat_box + self.dropout2_box(self._self_attention(self.self_attn_box, flat_box, flat_pos))
+            )
             tgt_box = flat_box.view(batch_size, num_frames, num_queries, c)
             box_query, repeat = flat_box + flat_pos, 1
         value = self.cross_attn.project_value(value_memory, padding_mask)
@@ -169,7 +190,18 @@ class SeqFormerDecoder(nn.Module):
         self.num_layers = num_layers
         self.bbox_embed: nn.ModuleList | None = None
 
-    def forward(self, tgt, reference_points, memory, spatial_shapes, level_start_index, valid_ratios, query_pos, padding_mask, num_frames):  # noqa: ANN001, ANN201, E501
+    def forward(
+        self,
+        tgt,
+        reference_points,
+        memory,
+        spatial_shapes,
+        level_start_index,
+        valid_ratios,
+        query_pos,
+        padding_mask,
+        num_frames,
+    ):  # noqa: ANN001, ANN201, E501
         """Run all layers.
 
         Args:
@@ -190,7 +222,15 @@ class SeqFormerDecoder(nn.Module):
             else:
                 ref_input = reference_points[:, :, :, None] * valid_ratios[:, None, None]
             output, output_box = layer(
-                output, output_box, query_pos, ref_input, memory, spatial_shapes, level_start_index, padding_mask, num_frames
+                output,
+                output_box,
+                query_pos,
+                ref_input,
+                memory,
+                spatial_shapes,
+                level_start_index,
+                padding_mask,
+                num_frames,
             )
             references.append(reference_points)
             hs.append(output)
@@ -219,11 +259,23 @@ class DeformableTransformer(nn.Module):
         self.nhead = cfg.nheads
         self.num_feature_levels = cfg.num_feature_levels
         enc_layer = DeformableTransformerEncoderLayer(
-            cfg.hidden_dim, cfg.dim_feedforward, cfg.dropout, cfg.num_feature_levels, cfg.nheads, cfg.enc_n_points, cfg.msda_backend
+            cfg.hidden_dim,
+            cfg.dim_feedforward,
+            cfg.dropout,
+            cfg.num_feature_levels,
+            cfg.nheads,
+            cfg.enc_n_points,
+            cfg.msda_backend,
         )
         self.encoder = DeformableTransformerEncoder(enc_layer, cfg.enc_layers)
         dec_layer = SeqFormerDecoderLayer(
-            cfg.hidden_dim, cfg.dim_feedforward, cfg.dropout, cfg.num_feature_levels, cfg.nheads, cfg.dec_n_points, cfg.msda_backend
+            cfg.hidden_dim,
+            cfg.dim_feedforward,
+            cfg.dropout,
+            cfg.num_feature_levels,
+            cfg.nheads,
+            cfg.dec_n_points,
+            cfg.msda_backend,
         )
         self.decoder = SeqFormerDecoder(dec_layer, cfg.dec_layers)
         self.level_embed = nn.Parameter(torch.empty(cfg.num_feature_levels, cfg.hidden_dim))
@@ -292,8 +344,15 @@ class DeformableTransformer(nn.Module):
         init_reference = self.reference_points(query_pos).sigmoid()
         init_reference = init_reference.unsqueeze(1).repeat(1, num_frames, 1, 1)  # [B, T, Q, 2]
         out = self.decoder(
-            tgt, init_reference, enc["memory"], enc["spatial_shapes"], enc["level_start_index"], enc["valid_ratios"],
-            query_pos, enc["mask_flatten"], num_frames,
+            tgt,
+            init_reference,
+            enc["memory"],
+            enc["spatial_shapes"],
+            enc["level_start_index"],
+            enc["valid_ratios"],
+            query_pos,
+            enc["mask_flatten"],
+            num_frames,
         )
         out["init_reference"] = init_reference
         return out

@@ -78,7 +78,9 @@ def compute_locations(h: int, w: int, stride: int, device: torch.device) -> torc
     return torch.stack((shift_x.reshape(-1), shift_y.reshape(-1)), dim=1) + stride // 2
 
 
-def parse_dynamic_params(params: torch.Tensor, in_channels: int, rel_coord: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def parse_dynamic_params(
+    params: torch.Tensor, in_channels: int, rel_coord: bool
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Split ``[n, num_params]`` into three ``(weight [n, out, in], bias [n, out, 1])`` pairs (out-channel-major)."""
     weight_nums, bias_nums = dynamic_param_layout(in_channels, rel_coord)
     if params.shape[-1] != sum(weight_nums) + sum(bias_nums):

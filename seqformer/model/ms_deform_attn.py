@@ -24,7 +24,9 @@ class MSDeformAttn(nn.Module):
     ``output_proj_box`` for the per-frame box query.
     """
 
-    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, *, backend: str = "auto") -> None:  # noqa: E501
+    def __init__(
+        self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, *, backend: str = "auto"
+    ) -> None:  # noqa: E501
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")

@@ -112,6 +112,15 @@ class SeqFormer(nn.Module):
             nn.init.zeros_(layer.bias)
         self.mask_head = MaskHeadSmallConv(cfg.hidden_dim, self.mask_channels)
 
+    def load_official_state_dict(
+        self, checkpoint: dict[str, Any], *, strict: bool = True, drop_class_head: bool = False
+    ):  # noqa: ANN201, E501
+        """Load an official checkpoint (whole dict or its ``model`` entry); see
+        :func:`seqformer.model.checkpoint.load_official_state_dict`. Returns the :class:`LoadReport`."""
+        from seqformer.model.checkpoint import load_official_state_dict
+
+        return load_official_state_dict(self, checkpoint, strict=strict, drop_class_head=drop_class_head)
+
     # ------------------------------------------------------------------ inputs
     @staticmethod
     def prepare_inputs(clips: list[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -150,7 +159,9 @@ class SeqFormer(nn.Module):
             h, w = clip.shape[-2:]
             images[i, :, :, :h, :w].copy_(clip)
             mask[i, :, :h, :w] = False
-        sizes = torch.tensor([[int(c.shape[-2]), int(c.shape[-1])] for c in clips], dtype=torch.int64, device=ref.device)
+        sizes = torch.tensor(
+            [[int(c.shape[-2]), int(c.shape[-1])] for c in clips], dtype=torch.int64, device=ref.device
+        )
         return images.flatten(0, 1), mask.flatten(0, 1), sizes
 
     # ------------------------------------------------------------------ steps
