@@ -1,0 +1,31 @@
+"""MLflow "models from code" definition of a SeqFormer pyfunc model.
+
+MLflow stores this file as the model's code and our weights-only checkpoint as its artifact, so loading the model
+never unpickles anything. ``predict`` takes a list of videos, each a uint8 array ``[T, H, W, 3]`` (RGB), and returns
+one list of YouTube-VIS results per video.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class SeqFormerPyFunc(PythonModel):
+    """Pyfunc wrapper around :class:`seqformer.platform.predictor.Predictor`."""
+
+    def load_context(self, context: Any) -> None:
+        from seqformer.platform.model_source import load_model
+        from seqformer.platform.predictor import Predictor
+
+        model, _ = load_model(context.artifacts["checkpoint"])
+        self.predictor = Predictor(model)
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        videos = model_input if isinstance(model_input, list) else [model_input]
+        return [self.predictor.predict_video(video) for video in videos]
+
+
+mlflow.models.set_model(SeqFormerPyFunc())

@@ -1,0 +1,68 @@
+"""Starting or joining Ray, and prebuilding the compiled kernel once per node before training workers start."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+LOCAL_RAY_ENV = {
+    # Keep every listener of a local Ray on 127.0.0.1 and say explicitly that token auth is off.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 512) -> bool:
+    """Connect to ``address`` / ``$RAY_ADDRESS``, or start a loopback-only local Ray. Returns True if started here."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        logger.info("connected to the Ray cluster at %s", address)
+        return False
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        object_store_memory=object_store_mb * 2**20,
+        log_to_driver=True,
+        runtime_env={
+            "env_vars": {k: os.environ[k] for k in (*LOCAL_RAY_ENV, "SEQFORMER_KERNELS_DIR") if k in os.environ}
+        },
+    )
+    logger.info("started a local Ray on 127.0.0.1 (%s CPUs)", ray.cluster_resources().get("CPU"))
+    return True
+
+
+def _build_on_this_node(cuda: bool) -> dict[str, Any]:
+    import socket
+
+    from seqformer.kernels.build import build_extension
+
+    path = build_extension(cuda=cuda)
+    return {"node": socket.gethostname(), "path": str(path)}
+
+
+def prebuild_kernels_on_all_nodes(cuda: bool) -> list[dict[str, Any]]:
+    """Build (or load from cache) the extension once on every alive node, so that workers never race to build it."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    build = ray.remote(num_cpus=0)(_build_on_this_node)
+    refs = [
+        build.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(cuda)
+        for node in ray.nodes()
+        if node.get("Alive")
+    ]
+    results = ray.get(refs)
+    for item in results:
+        logger.info("deformable-attention kernel ready on %s: %s", item["node"], item["path"])
+    return results
