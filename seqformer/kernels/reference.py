@@ -25,11 +25,15 @@ def ms_deform_attn_reference(
         level_start_index: int64 ``[L]`` start row of each level in ``S`` (unused here, kept for API symmetry).
         sampling_locations: ``[N, Lq, M, L, P, 2]`` normalised (x, y); 0..1 spans the whole level map.
         attention_weights: ``[N, Lq, M, L, P]`` weights (already normalised over L*P).
+        Locations and weights are cast to the value's dtype (``grid_sample`` needs one dtype).
 
     Returns:
         ``[N, Lq, M*D]`` head-major output. Bilinear sampling with ``align_corners=False`` and zero padding.
     """
     del level_start_index
+    # Same mixed-precision rule as the compiled path: locations and weights follow the value's dtype.
+    sampling_locations = sampling_locations.to(value.dtype)
+    attention_weights = attention_weights.to(value.dtype)
     N, _, M, D = value.shape
     _, Lq, _, L, P, _ = sampling_locations.shape
     split_sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
