@@ -37,4 +37,9 @@ def synthetic_target(num_instances: int, num_frames: int, h: int, w: int, *, see
             masks[i, t, y0:y1, x0:x1] = True
             boxes[i, t] = torch.tensor([(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h])
     labels = torch.randint(1, 41, (num_instances,), generator=g)
-    return {"labels": labels, "boxes": boxes, "masks": masks, "valid": torch.ones(num_instances, num_frames, dtype=torch.bool)}
+    return {
+        "labels": labels,
+        "boxes": boxes,
+        "masks": masks,
+        "valid": torch.ones(num_instances, num_frames, dtype=torch.bool),
+    }

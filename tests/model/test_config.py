@@ -9,10 +9,22 @@ from seqformer.model import ModelConfig
 
 def test_defaults_are_the_official_r50_model():
     cfg = ModelConfig()
-    assert (cfg.backbone, cfg.hidden_dim, cfg.dim_feedforward, cfg.enc_layers, cfg.dec_layers) == ("resnet50", 256, 1024, 6, 6)
+    assert (cfg.backbone, cfg.hidden_dim, cfg.dim_feedforward, cfg.enc_layers, cfg.dec_layers) == (
+        "resnet50",
+        256,
+        1024,
+        6,
+        6,
+    )
     assert (cfg.num_queries, cfg.num_classes, cfg.num_frames, cfg.num_feature_levels) == (300, 42, 5, 4)
     assert (cfg.set_cost_class, cfg.set_cost_bbox, cfg.set_cost_giou) == (2, 5, 2)
-    assert (cfg.cls_loss_coef, cfg.bbox_loss_coef, cfg.giou_loss_coef, cfg.mask_loss_coef, cfg.dice_loss_coef) == (2, 5, 2, 2, 5)
+    assert (cfg.cls_loss_coef, cfg.bbox_loss_coef, cfg.giou_loss_coef, cfg.mask_loss_coef, cfg.dice_loss_coef) == (
+        2,
+        5,
+        2,
+        2,
+        5,
+    )
     assert cfg.mask_channels == 8 and cfg.with_box_refine and cfg.rel_coord and cfg.pretrained_backbone is None
 
 

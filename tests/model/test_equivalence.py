@@ -105,7 +105,9 @@ def test_attention_folds_frames_like_per_frame_official_calls():
     value = torch.randn(batch * frames, 30, 4, 8)
     query = torch.randn(batch, queries, 32)
     refs = torch.rand(batch, frames, queries, 2, 2)
-    folded = attn.sample(query, refs.flatten(0, 1), value, shapes, start, repeat=frames).view(batch, frames, queries, 32)
+    folded = attn.sample(query, refs.flatten(0, 1), value, shapes, start, repeat=frames).view(
+        batch, frames, queries, 32
+    )
     n_off = attn.sampling_offsets(query).view(batch, queries, 4, 2, 2, 2)
     weights = F.softmax(attn.attention_weights(query).view(batch, queries, 4, 4), -1).view(batch, queries, 4, 2, 2)
     normalizer = torch.stack([shapes[:, 1], shapes[:, 0]], -1)

@@ -44,5 +44,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"seqformer convert-checkpoint: {err}")
         return 1
-    print(f"wrote {args.out} ({cfg.backbone}, {cfg.num_classes} classes, {cfg.num_queries} queries): {report.summary()}")
+    print(
+        f"wrote {args.out} ({cfg.backbone}, {cfg.num_classes} classes, {cfg.num_queries} queries): {report.summary()}"
+    )
     return 0
