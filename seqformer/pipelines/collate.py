@@ -1,0 +1,134 @@
+"""Collation into the model's :class:`~seqformer.types.ClipBatch`, and the per-worker training iterator.
+
+:func:`iter_clip_batches` is what a Ray Train worker runs over its dataset shard (or what a Ray-free loop runs over
+``clip_records.iter_records``): records → items (one per record per epoch, or one per frame with
+``items_per_video="per_frame"``, the official epoch length) → :func:`~seqformer.pipelines.transforms.sample_clip`
+→ :class:`~seqformer.pipelines.transforms.ClipAugmentation` → :func:`collate`. Each item's randomness is seeded by
+``(seed, epoch, dataset, video_id, chunk, anchor, attempt)``, so a sample does not depend on the order in which
+Ray delivers records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from seqformer.pipelines.transforms import AugmentationConfig, ClipAugmentation, sample_clip, to_tensors
+from seqformer.types import ClipBatch, ClipTarget
+
+logger = logging.getLogger(__name__)
+
+_DATASET_CODE = {"ytvis": 0, "coco": 1}
+
+
+def collate(samples: list[tuple[torch.Tensor, ClipTarget]]) -> ClipBatch:
+    """Gather ``(frames [T, 3, H_i, W_i], target)`` samples into a :class:`ClipBatch` (no padding: sizes may differ)."""
+    return {"clips": [s[0] for s in samples], "targets": [s[1] for s in samples]}
+
+
+def item_rng(seed: int, epoch: int, record: dict[str, Any], anchor: int, attempt: int) -> np.random.Generator:
+    """The generator of one training item; independent of record order."""
+    key = [
+        seed,
+        epoch,
+        _DATASET_CODE.get(str(record["dataset"]), 2),
+        int(record["video_id"]),
+        int(record.get("chunk") or 0),
+        anchor + 1,
+        attempt,
+    ]
+    return np.random.default_rng([abs(k) for k in key])
+
+
+def make_sample(
+    record: dict[str, Any],
+    *,
+    num_frames: int,
+    augmentation: ClipAugmentation,
+    seed: int,
+    epoch: int = 0,
+    anchor: int = -1,
+    max_attempts: int = 10,
+) -> tuple[torch.Tensor, ClipTarget] | None:
+    """One training sample from a record, resampling the clip when augmentation removes every instance.
+
+    Args:
+        anchor: the item's frame (``per_frame`` epochs) or ``-1`` for a random one.
+
+    Returns:
+        ``(frames [T, 3, H, W] float32, target)`` or ``None`` after ``max_attempts`` empty clips.
+    """
+    for attempt in range(max_attempts):
+        rng = item_rng(seed, epoch, record, anchor, attempt)
+        clip = augmentation(sample_clip(record, num_frames, rng, None if anchor < 0 else anchor), rng)
+        if clip is not None:
+            return to_tensors(clip)
+    logger.warning(
+        "video %s: no instance survived %d augmentation attempts; item skipped", record["video_id"], max_attempts
+    )
+    return None
+
+
+def iter_clip_batches(
+    records: Iterable[dict[str, Any]],
+    *,
+    num_frames: int,
+    batch_size: int,
+    augmentation: ClipAugmentation | AugmentationConfig | None = None,
+    seed: int = 0,
+    epoch: int = 0,
+    items_per_video: Literal["one", "per_frame"] = "one",
+    shuffle_buffer: int = 0,
+    drop_last: bool = True,
+) -> Iterator[ClipBatch]:
+    """Training batches from a stream of clip records (one epoch).
+
+    Args:
+        records: rows from ``ray.train.get_dataset_shard("train").iter_rows()`` or ``clip_records.iter_records``.
+        num_frames: frames per clip ``T``.
+        batch_size: clips per batch.
+        augmentation: a :class:`ClipAugmentation` or its config (default: the official recipe).
+        seed: base seed (add the worker rank for distinct streams per worker).
+        epoch: epoch number (changes every item's randomness).
+        items_per_video: ``one`` item per record per epoch, or ``per_frame`` (official: one per annotated frame,
+            with that frame as the anchor).
+        shuffle_buffer: items are drawn at random from a buffer of this size (0: stream order).
+        drop_last: drop a final incomplete batch.
+    """
+    if items_per_video not in ("one", "per_frame"):
+        raise ValueError(f"items_per_video must be 'one' or 'per_frame', got {items_per_video!r}")
+    aug = (
+        augmentation
+        if isinstance(augmentation, ClipAugmentation)
+        else ClipAugmentation(augmentation or AugmentationConfig())
+    )
+    order_rng = np.random.default_rng([seed, epoch, 7])
+
+    def items() -> Iterator[tuple[dict[str, Any], int]]:
+        buffer: list[tuple[dict[str, Any], int]] = []
+        for record in records:
+            if not record["num_instances"]:
+                continue
+            anchors = range(len(record["frames"])) if items_per_video == "per_frame" else [-1]
+            for anchor in anchors:
+                buffer.append((record, anchor))
+                if len(buffer) > shuffle_buffer:
+                    yield buffer.pop(int(order_rng.integers(len(buffer))) if shuffle_buffer else 0)
+        while buffer:
+            yield buffer.pop(int(order_rng.integers(len(buffer))))
+
+    batch: list[tuple[torch.Tensor, ClipTarget]] = []
+    for record, anchor in items():
+        sample = make_sample(record, num_frames=num_frames, augmentation=aug, seed=seed, epoch=epoch, anchor=anchor)
+        if sample is None:
+            continue
+        batch.append(sample)
+        if len(batch) == batch_size:
+            yield collate(batch)
+            batch = []
+    if batch and not drop_last:
+        yield collate(batch)

@@ -1,0 +1,117 @@
+"""Ray Data wiring (the only pipelines module that imports Ray): the prepare executor and the training dataset.
+
+* :func:`ray_executor` streams video descriptors through ``ray.data.from_items(...).flat_map(build)`` with the
+  order preserved, so the driver can append records to the current shard as they arrive while decoding runs on
+  every CPU of the cluster. Blocks are small (a few videos), so memory stays bounded by Ray's streaming
+  back-pressure, not by the dataset size.
+* :func:`training_dataset` reads the shards a manifest lists into a ``ray.data.Dataset`` of records; the driver hands
+  it to ``TorchTrainer(datasets={"train": ds})`` so Ray splits it across workers. Deterministic decoding happened in
+  ``prepare``; random clip sampling and augmentation run per worker after reading (``collate.iter_clip_batches``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.data
+
+from seqformer.pipelines.clip_records import shard_paths
+from seqformer.pipelines.prepare import Executor, PrepareOptions, build_item
+
+logger = logging.getLogger(__name__)
+
+LOCAL_RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep every listener of a local Ray on 127.0.0.1
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+}
+
+
+def ensure_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
+    """Connect to ``$RAY_ADDRESS`` if set, else start a local loopback-only Ray; no-op when already connected."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        logger.info("connecting to the Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=False)
+        return
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    logger.info("starting a local Ray (num_cpus=%s, loopback only)", num_cpus)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=object_store_memory, log_to_driver=False)
+
+
+def _quiet_data_context(preserve_order: bool) -> None:
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = preserve_order
+    ctx.enable_progress_bars = False
+
+
+def ray_executor(options: PrepareOptions, *, videos_per_block: int = 2) -> Executor:
+    """A prepare executor that builds records on Ray Data workers (one CPU per task), yielding in input order.
+
+    Args:
+        options: record settings passed to ``prepare.build_item``.
+        videos_per_block: descriptors per Ray Data block (small: a block's records are held in memory at once).
+    """
+
+    def build(row: dict[str, Any]) -> list[dict[str, Any]]:
+        result = build_item(row["descriptor"], options)
+        # records carry nested lists of bytes and nullable strings; pickling keeps Arrow type inference out of it
+        return [{"position": row["position"], "payload": pickle.dumps(result, protocol=5)}]
+
+    def run(items: list[str]) -> Iterator[tuple[int, list[dict[str, Any]] | str]]:
+        if not items:
+            return
+        _quiet_data_context(preserve_order=True)
+        rows = [{"position": i, "descriptor": d} for i, d in enumerate(items)]
+        blocks = max(1, -(-len(rows) // videos_per_block))
+        dataset = ray.data.from_items(rows, override_num_blocks=blocks).flat_map(build, num_cpus=1)
+        for row in dataset.iter_rows():
+            yield int(row["position"]), pickle.loads(row["payload"])  # noqa: S301 - our own workers' output
+
+    return run
+
+
+def training_dataset(
+    prepared_dir: str | Path,
+    *,
+    datasets: tuple[str, ...] | None = None,
+    shuffle_seed: int | None = None,
+    min_instances: int = 1,
+) -> ray.data.Dataset:
+    """A Ray Dataset of the clip records of a prepared folder (only the shards its manifest lists).
+
+    Args:
+        prepared_dir: output of ``seqformer prepare``.
+        datasets: keep only these record kinds (``("ytvis",)``, ``("ytvis", "coco")``); ``None`` keeps all.
+        shuffle_seed: when set, the block order is randomised with this seed (``randomize_block_order``); per-record
+            randomness comes from ``collate.iter_clip_batches``'s seed, not from the order.
+        min_instances: records with fewer instances are dropped (a clip needs at least one target).
+
+    Returns:
+        Rows are dicts with the keys of ``clip_records.RECORD_SCHEMA`` (python lists / bytes / str).
+
+    Raises:
+        FileNotFoundError: ``prepared_dir`` has no manifest (not prepared, or preparation did not finish).
+        ValueError: the manifest lists no records of the requested datasets.
+    """
+    paths = shard_paths(prepared_dir, datasets)
+    if not paths:
+        raise ValueError(
+            f"{prepared_dir}: the manifest lists no records for datasets={datasets}; check prepare's output"
+        )
+    _quiet_data_context(preserve_order=False)
+    dataset = ray.data.read_parquet(paths, shuffle=None)
+    if min_instances > 0:
+        dataset = dataset.filter(lambda row: row["num_instances"] >= min_instances)
+    if shuffle_seed is not None:
+        dataset = dataset.randomize_block_order(seed=shuffle_seed)
+    return dataset
