@@ -190,8 +190,13 @@ def _hflip(clip: RawClip) -> None:
 
 
 def _drop_degenerate(clip: RawClip) -> None:
-    """Zero degenerate instance-frames and drop instances degenerate in every frame (official)."""
+    """Zero degenerate instance-frames and drop instances degenerate in every frame (official).
+
+    Deviation: an instance-frame whose mask became empty (a sub-pixel sliver after crop + nearest resize) also
+    counts as degenerate; the official code keeps its sliver box next to an empty mask.
+    """
     keep_frames = (clip.boxes[..., 2] > clip.boxes[..., 0]) & (clip.boxes[..., 3] > clip.boxes[..., 1]) & clip.valid
+    keep_frames &= clip.masks.any(axis=(-2, -1))
     clip.boxes = np.where(keep_frames[..., None], clip.boxes, 0.0).astype(np.float32)
     clip.masks = clip.masks & keep_frames[..., None, None]
     clip.valid = keep_frames

@@ -1,0 +1,197 @@
+"""Clip sampling, clip-consistent augmentation, tensors of the batch contract, determinism, eval preprocessing."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seqformer.pipelines.collate import iter_clip_batches, make_sample
+from seqformer.pipelines.masks import encode_rle, mask_to_box
+from seqformer.pipelines.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugmentationConfig,
+    ClipAugmentation,
+    eval_clip,
+    photometric_distort,
+    sample_clip,
+    sample_frame_indices,
+    to_tensors,
+)
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+SMALL = AugmentationConfig(
+    train_scales=(48, 64, 80), max_train_size=120, crop_scales=(64, 72), crop_min=40, crop_max=64, photometric=False
+)
+
+
+def _png(array: np.ndarray) -> bytes:  # lossless, so colours stay exact
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _record(num_frames: int = 6, height: int = 48, width: int = 64, absent: tuple[int, int] | None = (1, 2)) -> dict:
+    """Frames with three solid rectangles (red, green, blue) that move; instance ``absent`` missing in one frame."""
+    frames, rles, boxes, valid = [], [[], [], []], [[], [], []], [[], [], []]
+    for t in range(num_frames):
+        image = np.zeros((height, width, 3), dtype=np.uint8)
+        for n, colour in enumerate(COLOURS):
+            mask = np.zeros((height, width), dtype=bool)
+            if absent != (n, t):
+                y, x = 4 + 12 * n, 3 + 4 * t + 5 * n
+                mask[y : y + 10, x : x + 14 + n] = True
+                image[mask] = colour
+            rles[n].append(encode_rle(mask) if mask.any() else None)
+            boxes[n] += mask_to_box(mask).tolist()
+            valid[n].append(bool(mask.any()))
+        frames.append(_png(image))
+    instances = [
+        {"id": n + 1, "category_id": n + 1, "iscrowd": 0, "rles": rles[n], "boxes": boxes[n], "valid": valid[n]}
+        for n in range(3)
+    ]
+    return {
+        "dataset": "ytvis",
+        "video_id": 7,
+        "video_name": "v",
+        "chunk": 0,
+        "frame_ids": list(range(num_frames)),
+        "file_names": [f"v/{t:05d}.png" for t in range(num_frames)],
+        "height": height,
+        "width": width,
+        "stored_height": height,
+        "stored_width": width,
+        "frames": frames,
+        "num_instances": 3,
+        "instances": instances,
+    }
+
+
+def test_sampling_rule_local_window_and_global_frames() -> None:
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        indices = sample_frame_indices(30, 5, rng, anchor=10)
+        assert len(indices) == 5 and indices == sorted(indices) and 10 in indices
+        assert any(7 <= i <= 9 for i in indices) and any(11 <= i <= 13 for i in indices)
+    assert sample_frame_indices(1, 5, np.random.default_rng(0)) == [0] * 5
+    assert sample_frame_indices(8, 1, np.random.default_rng(0), anchor=3) == [3]
+    pair = sample_frame_indices(8, 2, np.random.default_rng(0), anchor=3)
+    assert len(pair) == 2 and 3 in pair and max(pair) - min(pair) <= 3
+    assert len(sample_frame_indices(3, 8, np.random.default_rng(0))) == 8  # repeats when the video is too short
+    assert sample_frame_indices(5, 3, np.random.default_rng(1), anchor=0)[0] == 0  # clamps at the start
+
+
+def test_augmentation_keeps_frames_masks_and_boxes_aligned() -> None:
+    record = _record()
+    augment = ClipAugmentation(SMALL)
+    for seed in range(25):
+        rng = np.random.default_rng(seed)
+        clip = augment(sample_clip(record, 4, rng), rng)
+        assert clip is not None
+        height, width = clip.frames[0].size[::-1]
+        assert clip.masks.shape[-2:] == (height, width)
+        for n, label in enumerate(clip.labels):
+            colour = np.array(COLOURS[label - 1])
+            for t, frame in enumerate(clip.frames):
+                pixels = np.asarray(frame)[clip.masks[n, t]]
+                if not clip.valid[n, t]:
+                    assert not clip.masks[n, t].any() and (clip.boxes[n, t] == 0).all()
+                    continue
+                # mask pixels show the instance's colour (bilinear edges blend with the black background)
+                channel = int(np.argmax(colour))
+                assert (pixels.argmax(axis=1) == channel).mean() > 0.95
+                assert pixels[:, channel].mean() > 120
+                # the box follows the mask (nearest-resized mask vs exactly scaled box: within ~1.5 px)
+                np.testing.assert_allclose(clip.boxes[n, t], mask_to_box(clip.masks[n, t]), atol=1.6)
+
+
+def test_flip_and_photometric_per_frame_but_geometry_per_clip() -> None:
+    record = _record()
+    cfg = AugmentationConfig(
+        train_scales=(48,), max_train_size=64, crop_scales=(48,), crop_min=48, crop_max=64, photometric=True
+    )
+    rng = np.random.default_rng(3)
+    clip = ClipAugmentation(cfg)(sample_clip(record, 5, rng), rng)
+    assert clip is not None and len({f.size for f in clip.frames}) == 1  # one geometry for the whole clip
+    image = Image.fromarray(np.full((8, 8, 3), 128, np.uint8))
+    outs = {np.asarray(photometric_distort(image, np.random.default_rng(s))).tobytes() for s in range(10)}
+    assert len(outs) > 5  # drawn independently per frame
+    wrapped = np.asarray(
+        photometric_distort(Image.fromarray(np.full((4, 4, 3), 250, np.uint8)), np.random.default_rng(0), "clip")
+    )
+    assert wrapped.dtype == np.uint8
+
+
+def test_tensors_follow_the_batch_contract() -> None:
+    rng = np.random.default_rng(0)
+    clip = ClipAugmentation(SMALL)(sample_clip(_record(), 5, rng, anchor=2), rng)
+    frames, target = to_tensors(clip)
+    num_t, height, width = 5, frames.shape[-2], frames.shape[-1]
+    assert frames.shape == (num_t, 3, height, width) and frames.dtype == torch.float32
+    num = len(target["labels"])
+    assert target["labels"].dtype == torch.int64
+    assert target["boxes"].shape == (num, num_t, 4) and target["boxes"].dtype == torch.float32
+    assert target["masks"].shape == (num, num_t, height, width) and target["masks"].dtype == torch.bool
+    assert target["valid"].shape == (num, num_t) and target["valid"].dtype == torch.bool
+    assert target["size"].tolist() == [height, width] and target["orig_size"].tolist() == [48, 64]
+    assert target["video_id"] == 7 and target["frame_ids"].shape == (num_t,)
+    assert (target["boxes"] >= 1e-6).all() and (target["boxes"] <= 1).all()
+    absent = ~target["valid"]
+    assert torch.all(target["boxes"][absent] == 1e-6)
+    # de-normalising gives the colours back
+    pixels = frames.permute(0, 2, 3, 1).numpy() * IMAGENET_STD + IMAGENET_MEAN
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+
+
+def test_sampling_and_augmentation_are_deterministic_for_a_seed() -> None:
+    records = [_record(), {**_record(), "video_id": 8}]
+
+    def batches(seed: int) -> list:
+        return list(iter_clip_batches(records, num_frames=3, batch_size=2, augmentation=SMALL, seed=seed))
+
+    first, again, other = batches(1), batches(1), batches(2)
+    assert len(first) == 1 and len(first[0]["clips"]) == 2
+    for a, b in zip(first[0]["clips"], again[0]["clips"]):
+        assert torch.equal(a, b)
+    assert any(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(first[0]["clips"], other[0]["clips"]))
+
+
+def test_per_frame_items_and_shuffle_buffer() -> None:
+    record = _record(num_frames=4)
+    items = list(
+        iter_clip_batches(
+            [record],
+            num_frames=2,
+            batch_size=1,
+            augmentation=SMALL,
+            seed=0,
+            items_per_video="per_frame",
+            shuffle_buffer=3,
+        )
+    )
+    assert len(items) == 4
+    assert sorted({int(i) for b in items for i in b["targets"][0]["frame_ids"]}) != []
+    with pytest.raises(ValueError, match="items_per_video"):
+        list(iter_clip_batches([record], num_frames=2, batch_size=1, items_per_video="all"))  # type: ignore[arg-type]
+
+
+def test_clip_without_surviving_instances_is_resampled_then_dropped() -> None:
+    record = _record()
+    for inst in record["instances"]:
+        inst["valid"] = [False] * 6
+        inst["rles"] = [None] * 6
+        inst["boxes"] = [0.0] * 24
+    assert make_sample(record, num_frames=2, augmentation=ClipAugmentation(SMALL), seed=0, max_attempts=3) is None
+    assert list(iter_clip_batches([record], num_frames=2, batch_size=1, augmentation=SMALL)) == []
+
+
+def test_eval_clip_resizes_shorter_side_without_padding() -> None:
+    frames = [np.zeros((96, 128, 3), np.uint8), np.zeros((96, 128, 3), np.uint8)]
+    assert eval_clip(frames).shape == (2, 3, 360, 480)
+    assert eval_clip(_record(num_frames=2), short_side=24).shape == (2, 3, 24, 32)
+    tall = eval_clip([Image.new("RGB", (100, 333))], short_side=50)
+    assert tall.shape == (1, 3, int(50 * 333 / 100), 50)
