@@ -1,0 +1,71 @@
+"""Reading YouTube-VIS JSON files (plain or gzipped) and collecting input problems as warnings or errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+def load_json(path: PathLike, what: str = "JSON file") -> Any:
+    """Parse a ``.json`` or ``.json.gz`` file.
+
+    Args:
+        path: file to read; a name ending in ``.gz`` (or gzip magic bytes) is decompressed first.
+        what: how error messages name the file ("ground-truth file", "results file").
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not (gzipped) JSON.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; pass the path of a YouTube-VIS .json/.json.gz")
+    with path.open("rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    try:
+        if gzipped:
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                return json.load(handle)
+        with path.open("r", encoding="utf-8") as handle:
+            return json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as err:
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON{' (gzip)' if gzipped else ''}: {err}") from err
+
+
+def dump_json(data: Any, path: PathLike) -> Path:
+    """Write ``data`` as JSON (gzipped when the name ends in ``.gz``), creating parent folders; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            json.dump(data, handle)
+    else:
+        with path.open("w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+    return path
+
+
+class Problems:
+    """Collects input problems that the official evaluator accepts silently.
+
+    Each problem is logged as a warning and kept in :attr:`messages`; with ``strict=True`` the first one raises.
+    """
+
+    def __init__(self, strict: bool = False) -> None:
+        self.strict = strict
+        self.messages: list[str] = []
+
+    def warn(self, message: str) -> None:
+        """Record one problem (or raise ValueError in strict mode)."""
+        if self.strict:
+            raise ValueError(f"{message} (strict mode turns this warning into an error)")
+        logger.warning(message)
+        self.messages.append(message)
