@@ -6,6 +6,16 @@
 """
 
 from seqformer.pipelines.evaluation.accumulate import METRIC_KEYS
+from seqformer.pipelines.evaluation.results import write_results_json, write_results_zip
+from seqformer.pipelines.evaluation.split import split_annotations
 from seqformer.pipelines.evaluation.ytvis_eval import YTVISEvaluator, evaluate, evaluate_files
 
-__all__ = ["METRIC_KEYS", "YTVISEvaluator", "evaluate", "evaluate_files"]
+__all__ = [
+    "METRIC_KEYS",
+    "YTVISEvaluator",
+    "evaluate",
+    "evaluate_files",
+    "split_annotations",
+    "write_results_json",
+    "write_results_zip",
+]
