@@ -114,7 +114,7 @@ def _fit(exp: ExperimentConfig, config: dict[str, Any], resume: Path | None, cal
         scaling_config=scaling,
         run_config=run_config,
         torch_config=TorchConfig(backend="nccl" if exp.resources.use_gpu else "gloo"),
-        datasets={"train": training_dataset(Path(exp.data.prepared_dir) / "train")},
+        datasets={"train": training_dataset(exp.data.prepared_dir, shuffle_seed=exp.train.seed)},
         resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(resume)) if resume else None,
     )
     return trainer.fit()

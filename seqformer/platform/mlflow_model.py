@@ -23,7 +23,7 @@ class SeqFormerPyFunc(PythonModel):
         model, _ = load_model(context.artifacts["checkpoint"])
         self.predictor = Predictor(model)
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - MLflow reads type hints
         videos = model_input if isinstance(model_input, list) else [model_input]
         return [self.predictor.predict_video(video) for video in videos]
 

@@ -81,6 +81,10 @@ class DataConfig(Section):
     crop_max: int = Field(600, ge=1, description="Largest random-crop side.")
     photometric: bool = Field(True, description="Per-frame photometric distortion (official recipe).")
     eval_short_side: int = Field(360, ge=16, description="Inference resize of the shorter side (official 360).")
+    items_per_video: Literal["one", "per_frame"] = Field(
+        "per_frame", description="Training items per video per epoch: one per annotated frame (official) or one."
+    )
+    shuffle_buffer: int = Field(64, ge=0, description="Training items drawn at random from a buffer of this size.")
     synthetic: SyntheticDataConfig = Field(
         default_factory=SyntheticDataConfig, description="Generator settings when data.dataset is 'synthetic'."
     )
