@@ -105,8 +105,10 @@ class OpTester:
         got = self.op(value_nc, shapes, starts, locations_nc, weights_nc)
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
         grad_out = torch.randn_like(expected)
-        for g, w in zip(_grads(self.op, (value_nc, shapes, starts, locations_nc, weights_nc), grad_out),
-                        _grads(self.op, inputs, grad_out)):
+        for g, w in zip(
+            _grads(self.op, (value_nc, shapes, starts, locations_nc, weights_nc), grad_out),
+            _grads(self.op, inputs, grad_out),
+        ):
             torch.testing.assert_close(g, w, rtol=0, atol=0)
 
     def test_locations_outside_the_map_contribute_zero(self) -> None:

@@ -1,0 +1,188 @@
+"""Benchmark of multi-scale deformable attention on the CPU: compiled kernel vs the reference vs CPU peers.
+
+Shapes are SeqFormer's on a 5-frame 360x640 clip (levels 45x80, 23x40, 12x20, 6x10; 8 heads x 32 channels; 4 levels;
+4 points): the encoder (every pixel a query, frames as the batch) and the decoder (300 queries per frame).
+For each implementation it measures forward and forward+backward wall time (median of repeats after a warm-up) and
+the peak memory allocated above the inputs during the call, then prints a table and writes JSON.
+
+Peak memory: Linux's peak resident set size, reset before each measured call (``/proc/self/clear_refs``), minus the
+resident size before it. glibc is told to return every large block to the system at once
+(``MALLOC_MMAP_THRESHOLD_``, set by re-running this script with it), so freed memory does not hide a later peak.
+
+Peers: ``torch-ms-deform-attn`` (PyPI; the only package found with a CPU kernel of this op) is compared when it
+imports, e.g. after ``FORCE_CPU=1 pip install --no-build-isolation --target DIR torch-ms-deform-attn`` and
+``--peer-path DIR``; otherwise its row says "not installed". mmcv and transformers run this op on the CPU through a
+grid_sample implementation equivalent to our reference.
+
+Usage: ``python benchmarks/msda.py [--repeats 5] [--json benchmarks/results/msda.json] [--peer-path DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+_MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
+LEVELS = ((45, 80), (23, 40), (12, 20), (6, 10))
+FRAMES, HEADS, CHANNELS, POINTS, DECODER_QUERIES = 5, 8, 32, 4, 300
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _peak_mib(fn: Callable[[], object]) -> float:
+    """MiB of resident memory above the level before ``fn`` at its peak (Linux only)."""
+    import gc
+
+    gc.collect()
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+        refs.write("5")  # resets VmHWM to the current resident size
+    before = _rss_kib("VmRSS")
+    result = fn()
+    peak = _rss_kib("VmHWM")
+    del result
+    return max(peak - before, 0) / 1024
+
+
+def _inputs(queries_per_frame: int | None, dtype):
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = torch.tensor(LEVELS, dtype=torch.int64)
+    sizes = shapes[:, 0] * shapes[:, 1]
+    starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+    num_value = int(sizes.sum())
+    num_queries = num_value if queries_per_frame is None else queries_per_frame
+    value = torch.randn(FRAMES, num_value, HEADS, CHANNELS, generator=generator, dtype=dtype)
+    # locations near a reference point, as in the encoder: mostly inside, some across the border
+    loc_shape = (FRAMES, num_queries, HEADS, len(LEVELS), POINTS, 2)
+    locations = torch.rand(loc_shape, generator=generator, dtype=dtype) * 1.1 - 0.05
+    weights = torch.softmax(torch.randn(loc_shape[:-1], generator=generator, dtype=dtype).flatten(-2), -1)
+    return value, shapes, starts, locations, weights.view(loc_shape[:-1])
+
+
+def _implementations(peer_path: str | None) -> dict[str, Callable | str]:
+    from seqformer.kernels import ms_deform_attn, ms_deform_attn_reference
+
+    impls: dict[str, Callable | str] = {
+        "reference (grid_sample)": ms_deform_attn_reference,
+        "seqformer compiled CPU": lambda *a: ms_deform_attn(*a, backend="compiled"),
+    }
+    if peer_path:
+        sys.path.insert(0, peer_path)
+    try:
+        from torch_ms_deform_attn import ms_deform_attn as peer  # type: ignore[import-not-found]
+
+        impls["torch-ms-deform-attn 0.1.1"] = lambda v, s, i, loc, a: peer(v, s, i, loc, a)
+    except ImportError as err:
+        impls["torch-ms-deform-attn 0.1.1"] = f"not installed ({err})"
+    return impls
+
+
+def _measure(fn: Callable, inputs, repeats: int, backward: bool) -> tuple[float, float]:
+    """(median milliseconds, peak MiB) of one forward or forward+backward call."""
+    value, shapes, starts, locations, weights = inputs
+    if backward:
+        value, locations, weights = (t.detach().requires_grad_(True) for t in (value, locations, weights))
+
+    def call():
+        out = fn(value, shapes, starts, locations, weights)
+        if backward:
+            out.backward(grad_out)
+        return out
+
+    grad_out = None
+    if backward:
+        import torch
+
+        grad_out = torch.ones(value.shape[0], locations.shape[1], value.shape[2] * value.shape[3], dtype=value.dtype)
+    call()  # warm-up (and the lazy build)
+    times = []
+    for _ in range(repeats):
+        for t in (value, locations, weights):
+            t.grad = None
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1e3)
+    for t in (value, locations, weights):
+        t.grad = None
+    peak = _peak_mib(call)
+    return statistics.median(times), peak
+
+
+def run(repeats: int, json_path: Path, peer_path: str | None) -> list[dict]:
+    import torch
+
+    impls = _implementations(peer_path)
+    rows = []
+    for shape_name, queries in (("encoder", None), ("decoder", DECODER_QUERIES)):
+        inputs = _inputs(queries, torch.float32)
+        for impl_name, fn in impls.items():
+            row = {"shape": shape_name, "impl": impl_name, "queries_per_frame": inputs[3].shape[1]}
+            if isinstance(fn, str):
+                row["note"] = fn
+            else:
+                for mode, backward in (("fwd", False), ("fwd_bwd", True)):
+                    ms, mib = _measure(fn, inputs, repeats, backward)
+                    row[f"{mode}_ms"], row[f"{mode}_peak_mib"] = round(ms, 2), round(mib, 1)
+            rows.append(row)
+    _print_table(rows)
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "dtype": "float32",
+        "repeats": repeats,
+        "shapes": {"levels": LEVELS, "frames": FRAMES, "heads": HEADS, "channels": CHANNELS, "points": POINTS},
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"\nwrote {json_path}")
+    return rows
+
+
+def _print_table(rows: list[dict]) -> None:
+    header = f"{'shape':8} {'implementation':28} {'fwd ms':>9} {'fwd MiB':>8} "
+    header += f"{'f+b ms':>9} {'f+b MiB':>8} {'f+b speed-up':>12}"
+    print(header)
+    print("-" * len(header))
+    base = {r["shape"]: r.get("fwd_bwd_ms") for r in rows if r["impl"].startswith("reference")}
+    for r in rows:
+        if "note" in r:
+            print(f"{r['shape']:8} {r['impl']:28} {r['note']}")
+            continue
+        speedup = base[r["shape"]] / r["fwd_bwd_ms"]
+        print(
+            f"{r['shape']:8} {r['impl']:28} {r['fwd_ms']:9.1f} {r['fwd_peak_mib']:8.1f} "
+            f"{r['fwd_bwd_ms']:9.1f} {r['fwd_bwd_peak_mib']:8.1f} {speedup:11.1f}x"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median reported)")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/msda.json"), help="output JSON path")
+    parser.add_argument("--peer-path", default=os.environ.get("MSDA_PEER_PATH"), help="extra sys.path for peers")
+    args = parser.parse_args()
+    if os.environ.get(_MMAP_ENV) is None and sys.platform.startswith("linux"):
+        env = dict(os.environ, **{_MMAP_ENV: "65536"})
+        return subprocess.call([sys.executable, *sys.argv], env=env)
+    run(args.repeats, args.json, args.peer_path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
