@@ -26,21 +26,21 @@ def ensure_synthetic(exp: ExperimentConfig) -> None:
         (exp.data.root, exp.data.train_annotations, syn.train_videos, syn.seed),
         (exp.data.val_root or exp.data.root, exp.data.val_annotations, syn.val_videos, syn.seed + 1),
     ]
-    for root, annotations, count, seed in splits:
-        if not root or not annotations:
+    for root, ann_path, count, seed in splits:
+        if not root or not ann_path:
             continue
-        if Path(annotations).is_file():
+        if Path(ann_path).is_file():
             continue
         logger.info("generating %d synthetic videos (seed %d) under %s", count, seed, root)
         generated = generate_ytvis(
             root, count, height=syn.height, width=syn.width, min_frames=syn.min_frames, max_frames=syn.max_frames,
             seed=seed, num_categories=max(1, exp.model.num_classes - 1),
-            annotations_name=Path(annotations).name,
+            annotations_name=Path(ann_path).name,
         )
-        if generated.resolve() != Path(annotations).resolve():
+        if generated.resolve() != Path(ann_path).resolve():
             raise ValueError(
                 f"data.train_annotations / data.val_annotations of a synthetic experiment must sit directly in "
-                f"data.root / data.val_root; got {annotations} for root {root}"
+                f"data.root / data.val_root; got {ann_path} for root {root}"
             )
 
 
