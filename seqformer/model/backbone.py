@@ -48,6 +48,10 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 _RESNETS = {
+    # resnet18 / resnet34 (BasicBlock, 128/256/512 channels) are not in the paper's zoo; they make small CPU models
+    # such as the demo's possible.
+    "resnet18": torchvision.models.resnet18,
+    "resnet34": torchvision.models.resnet34,
     "resnet50": torchvision.models.resnet50,
     "resnet101": torchvision.models.resnet101,
     "resnext101": torchvision.models.resnext101_64x4d,
@@ -57,21 +61,33 @@ _RESNETS = {
 class ResNetBackbone(nn.Module):
     """torchvision ResNet/ResNeXt body returning layer1..layer4 as ``"0".."3"``; stem and layer1 frozen."""
 
-    def __init__(self, name: str, *, train_backbone: bool, dilation: bool, frozen_batch_norm: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        train_backbone: bool,
+        dilation: bool,
+        frozen_batch_norm: bool = True,
+        freeze_stem: bool = True,
+    ) -> None:
         super().__init__()
         norm_layer = FrozenBatchNorm2d if frozen_batch_norm else nn.BatchNorm2d
         net = _RESNETS[name](weights=None, replace_stride_with_dilation=[False, False, dilation], norm_layer=norm_layer)
         for param_name, param in net.named_parameters():
-            # official rule: only layer2-4 train (stem conv1 and layer1 stay frozen)
+            # official rule: only layer2-4 train (stem conv1 and layer1 stay frozen); freeze_stem=False trains all
+            # (models trained from random initialisation)
             if not train_backbone or (
-                "layer2" not in param_name and "layer3" not in param_name and "layer4" not in param_name
+                freeze_stem
+                and "layer2" not in param_name
+                and "layer3" not in param_name
+                and "layer4" not in param_name
             ):
                 param.requires_grad_(False)
         self.body = IntermediateLayerGetter(
             net, return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
         )
         self.strides = [8, 16, 16 if dilation else 32]
-        self.num_channels = [512, 1024, 2048]
+        self.num_channels = [128, 256, 512] if name in ("resnet18", "resnet34") else [512, 1024, 2048]
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``[N, 3, H, W]`` -> C3, C4, C5 feature maps (strides 8, 16, 32)."""
@@ -119,6 +135,7 @@ def build_backbone(
     train_backbone: bool = True,
     dilation: bool = False,
     frozen_batch_norm: bool = True,
+    freeze_stem: bool = True,
     pretrained: str | None = None,
 ) -> Joiner:
     """Build ``Joiner(backbone, position encoding)``; ``pretrained`` is a local weight file (never downloaded)."""
@@ -128,7 +145,11 @@ def build_backbone(
         body: nn.Module = SwinBackbone()
     elif name in _RESNETS:
         body = ResNetBackbone(
-            name, train_backbone=train_backbone, dilation=dilation, frozen_batch_norm=frozen_batch_norm
+            name,
+            train_backbone=train_backbone,
+            dilation=dilation,
+            frozen_batch_norm=frozen_batch_norm,
+            freeze_stem=freeze_stem,
         )
     else:
         raise ValueError(f"model.backbone must be one of {sorted([*_RESNETS, 'swin_l'])}, got {name!r}")

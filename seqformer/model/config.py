@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-BackboneName = Literal["resnet50", "resnet101", "resnext101", "swin_l"]
+BackboneName = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnext101", "swin_l"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ class ModelConfig:
     """Use FrozenBatchNorm2d in the ResNet backbones (statistics and affine parameters fixed) as officially."""
     train_backbone: bool = True
     """Train ResNet layer2-4 (stem and layer1 stay frozen as officially); False freezes the whole backbone."""
+    freeze_stem: bool = True
+    """Keep the ResNet stem and layer1 frozen (official); False trains them too (training from random init)."""
     mask_feat_channels: int | None = None
     """Channels of the mask features; None = the official ``hidden_dim // 32`` (8 for hidden size 256)."""
     msda_backend: Literal["auto", "compiled", "reference"] = "auto"
@@ -117,7 +119,7 @@ class ModelConfig:
         if self.hidden_dim // 32 < 1 and self.mask_feat_channels is None:
             raise ValueError("model.mask_feat_channels must be set when model.hidden_dim < 32")
         choices = {
-            "backbone": ("resnet50", "resnet101", "resnext101", "swin_l"),
+            "backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101", "swin_l"),
             "position_embedding": ("sine", "learned"),
             "msda_backend": ("auto", "compiled", "reference"),
         }
