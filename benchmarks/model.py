@@ -42,8 +42,15 @@ def _run_case(case: str, backend: str, iters: int, queue) -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     if case == "tiny_train":
-        cfg = ModelConfig(hidden_dim=32, dim_feedforward=64, enc_layers=1, dec_layers=1, num_queries=12,
-                          num_frames=2, msda_backend=backend)
+        cfg = ModelConfig(
+            hidden_dim=32,
+            dim_feedforward=64,
+            enc_layers=1,
+            dec_layers=1,
+            num_queries=12,
+            num_frames=2,
+            msda_backend=backend,
+        )
         clips, targets = _clip_and_targets(2, 64, 96, 2)
     else:
         cfg = ModelConfig(msda_backend=backend)
@@ -78,8 +85,16 @@ def _run_case(case: str, backend: str, iters: int, queue) -> None:
         used = str(backend_in_use())
     except Exception as err:  # report, do not hide: the table shows what failed
         used = f"unknown ({type(err).__name__})"
-    queue.put({"case": case, "backend": backend, "backend_in_use": used, "times_s": times,
-               "best_s": min(times), "peak_rss_gib": peak_kib / 2**20})
+    queue.put(
+        {
+            "case": case,
+            "backend": backend,
+            "backend_in_use": used,
+            "times_s": times,
+            "best_s": min(times),
+            "peak_rss_gib": peak_kib / 2**20,
+        }
+    )
 
 
 def main() -> int:

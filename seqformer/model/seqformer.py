@@ -38,7 +38,7 @@ SIZE_DIVISIBILITY = 32
 
 
 class DetectionCore(nn.Module):
-    """The official ``detr`` sub-module: transformer, per-layer class/box heads, queries, input projections, backbone."""
+    """The official ``detr`` sub-module: transformer, class/box heads, queries, input projections, backbone."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -50,6 +50,7 @@ class DetectionCore(nn.Module):
             train_backbone=cfg.train_backbone,
             dilation=cfg.dilation,
             frozen_batch_norm=cfg.frozen_batch_norm,
+            freeze_stem=cfg.freeze_stem,
             pretrained=cfg.pretrained_backbone,
         )
         # registration order = official state-dict order: transformer, heads, queries, input_proj, backbone

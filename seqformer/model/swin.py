@@ -137,7 +137,9 @@ class PatchMerging(nn.Module):
 class BasicLayer(nn.Module):
     """One stage: ``depth`` blocks alternating plain and shifted windows, then optional patch merging."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window: int, drop_paths: list[float], downsample: bool) -> None:  # noqa: E501
+    def __init__(
+        self, dim: int, depth: int, num_heads: int, window: int, drop_paths: list[float], downsample: bool
+    ) -> None:  # noqa: E501
         super().__init__()
         self.window, self.shift = window, window // 2
         self.blocks = nn.ModuleList(
@@ -187,7 +189,14 @@ class PatchEmbed(nn.Module):
 class SwinTransformer(nn.Module):
     """Hierarchical Swin transformer returning the normalised output of every stage."""
 
-    def __init__(self, embed_dim: int = 192, depths: tuple[int, ...] = (2, 2, 18, 2), num_heads: tuple[int, ...] = (6, 12, 24, 48), window: int = 12, drop_path_rate: float = 0.3) -> None:  # noqa: E501
+    def __init__(
+        self,
+        embed_dim: int = 192,
+        depths: tuple[int, ...] = (2, 2, 18, 2),
+        num_heads: tuple[int, ...] = (6, 12, 24, 48),
+        window: int = 12,
+        drop_path_rate: float = 0.3,
+    ) -> None:  # noqa: E501
         super().__init__()
         self.patch_embed = PatchEmbed(embed_dim)
         rates = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
