@@ -181,12 +181,12 @@ def _frame_areas(
     owner = np.repeat(np.arange(len(segs_lists)), lengths)[present]
     try:
         counts = [seg["counts"] for seg in present_segs]
-    except (TypeError, KeyError):
+        bad = rle_utils.check_compressed_many(counts)
+    except (TypeError, KeyError):  # a frame that is not a dict, lacks counts, or has non-str counts
         counts = [seg.get("counts") if isinstance(seg, dict) else None for seg in present_segs]
-    if not all(type(c) is str for c in counts):
         counts = [c.decode("ascii", "replace") if isinstance(c, bytes) else c for c in counts]
-    wrong_type = [i for i, c in enumerate(counts) if type(c) is not str]
-    bad = wrong_type[0] if wrong_type else rle_utils.check_compressed_many(counts)
+        wrong_type = [i for i, c in enumerate(counts) if type(c) is not str]
+        bad = wrong_type[0] if wrong_type else rle_utils.check_compressed_many(counts)
     if bad is not None:
         _raise_bad_rle(results, segs_lists, int(owner[bad]), source)
     present_areas = rle_utils.areas(present_segs)

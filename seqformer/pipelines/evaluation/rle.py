@@ -80,28 +80,42 @@ def check_runs(runs: Sequence[int] | np.ndarray, size: Sequence[int]) -> str | N
     return None
 
 
-def check_compressed_many(counts: Sequence[str]) -> int | None:
+def check_compressed_many(counts: Sequence[str], chunk_chars: int = 1 << 23) -> int | None:
     """Index of the first compressed string that cannot be decoded (bad characters, ends inside a run), or None.
 
-    One vectorised pass over all strings; it does not check that the runs add up to the mask size (that needs a full
-    decode, see :func:`decode_counts`).
+    Vectorised over the concatenated strings, in chunks of about ``chunk_chars`` characters to bound memory. It does not
+    check that the runs add up to the mask size (that needs a full decode, see :func:`decode_counts`).
+
+    Raises:
+        TypeError: an entry is not a str.
     """
-    if not counts:
-        return None
+    start = 0
+    while start < len(counts):
+        stop, size = start, 0
+        while stop < len(counts) and size < chunk_chars:
+            size += len(counts[stop])
+            stop += 1
+        bad = _check_chunk(counts[start:stop])
+        if bad is not None:
+            return start + bad
+        start = stop
+    return None
+
+
+def _check_chunk(counts: Sequence[str]) -> int | None:
+    joined = "".join(counts)  # TypeError on a non-str entry
     lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
-    try:
-        data = np.frombuffer("".join(counts).encode("ascii"), dtype=np.uint8)
-    except UnicodeEncodeError:
-        return next(i for i, text in enumerate(counts) if not text.isascii())
     if lengths.min() == 0:
         return int(np.argmin(lengths))
-    bad_char = (data - np.uint8(_FIRST_CHAR)) > np.uint8(_LAST_CHAR - _FIRST_CHAR)
+    try:
+        data = np.frombuffer(joined.encode("ascii"), dtype=np.uint8) - np.uint8(_FIRST_CHAR)
+    except UnicodeEncodeError:
+        return next(i for i, text in enumerate(counts) if not text.isascii())
     ends = np.cumsum(lengths) - 1
-    bad = np.zeros(len(counts), dtype=bool)
-    if bad_char.any():
-        owner = np.searchsorted(ends, np.flatnonzero(bad_char))
-        bad[owner] = True
-    bad |= ((data[ends] - np.uint8(_FIRST_CHAR)) & 0x20) != 0  # the last character still says "more groups follow"
+    bad = (data[ends] & 0x20) != 0  # the last character still says "more groups follow"
+    bad_char = np.flatnonzero(data > np.uint8(_LAST_CHAR - _FIRST_CHAR))
+    if bad_char.size:
+        bad[np.searchsorted(ends, bad_char)] = True
     return int(np.argmax(bad)) if bad.any() else None
 
 

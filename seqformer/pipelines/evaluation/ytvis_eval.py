@@ -142,6 +142,7 @@ def _precision_recall(gt: GroundTruth, dets: Detections) -> tuple[np.ndarray, np
     """Rank, match and accumulate: precision ``[T, R, K, A, M]``, recall ``[T, K, A, M]``."""
     areas = list(acc.AREA_RANGES.values())
     ranked = _rank(gt, dets)
+    dt_outside = np.stack([acc.out_of_range(dets.avg_areas, area) for area in areas])  # [A, num_entries]
     per_category: list[list[list[acc.PairResult]]] = [[[] for _ in areas] for _ in gt.category_ids]
     category_index = {c: k for k, c in enumerate(gt.category_ids)}
     for video_id in gt.video_ids:
@@ -152,7 +153,7 @@ def _precision_recall(gt: GroundTruth, dets: Detections) -> tuple[np.ndarray, np
         for category in categories:
             rows = ranked.get((video_id, category), [])
             tracks = gt.tracks.get((video_id, category), [])
-            results = _pair_results(dets, rows, tracks, ious.get(category), areas)
+            results = _pair_results(dets, rows, tracks, ious.get(category), areas, dt_outside)
             for a, result in enumerate(results):
                 per_category[category_index[category]][a].append(result)
     return acc.accumulate(per_category)
@@ -171,38 +172,42 @@ def _ious_by_category(
     gt: GroundTruth, dets: Detections, video_id: Any, categories: list[Any], ranked: dict[tuple[Any, Any], list[int]]
 ) -> dict[Any, np.ndarray]:
     """Video IoU blocks ``[D_c, G_c]`` for the categories of one video that have both predictions and tracks."""
-    both = [c for c in categories if (video_id, c) in ranked and (video_id, c) in gt.tracks]
-    if not both:
-        return {}
-    rows = [e for c in both for e in ranked[(video_id, c)]]
-    tracks = [t for c in both for t in gt.tracks[(video_id, c)]]
-    full = video_ious(dets, rows, tracks)  # [sum D_c, sum G_c], cross-category pairs unused
-    blocks, r0, c0 = {}, 0, 0
-    for c in both:
-        num_d, num_g = len(ranked[(video_id, c)]), len(gt.tracks[(video_id, c)])
-        blocks[c] = full[r0 : r0 + num_d, c0 : c0 + num_g]
-        r0, c0 = r0 + num_d, c0 + num_g
-    return blocks
+    # One call per category: pairs across categories are never used, so their mask walks would be wasted.
+    return {
+        c: video_ious(dets, ranked[(video_id, c)], gt.tracks[(video_id, c)])
+        for c in categories
+        if (video_id, c) in ranked and (video_id, c) in gt.tracks
+    }
 
 
 def _pair_results(
-    dets: Detections, rows: list[int], tracks: list[GtTrack], ious: np.ndarray | None, areas: list[tuple[float, float]]
+    dets: Detections,
+    rows: list[int],
+    tracks: list[GtTrack],
+    ious: np.ndarray | None,
+    areas: list[tuple[float, float]],
+    dt_outside: np.ndarray,
 ) -> list[acc.PairResult]:
-    """Matching of one (video, category) in every area range."""
-    scores = dets.scores[rows] if rows else np.zeros(0)
-    dt_avg = dets.avg_areas[rows] if rows else np.zeros(0)
+    """Matching of one (video, category) in every area range (``dt_outside``: bool ``[A, num_entries]``)."""
+    scores = dets.scores[rows]
+    if not tracks:  # nothing to match: every prediction is a FP unless its area is out of range
+        unmatched = np.zeros((len(acc.IOU_THRESHOLDS), len(rows)), dtype=bool)
+        return [
+            acc.PairResult(scores, unmatched, np.broadcast_to(dt_outside[a, rows], unmatched.shape), 0)
+            for a in range(len(areas))
+        ]
     gt_avg = np.array([t.avg_area for t in tracks], dtype=np.float64)
     ids, crowd = [t.ann_id for t in tracks], [t.crowd for t in tracks]
     if ious is None:
         ious = np.zeros((len(rows), len(tracks)))
     cache: dict[tuple[bool, ...], tuple[np.ndarray, np.ndarray]] = {}
     out = []
-    for area in areas:
+    for a, area in enumerate(areas):
         gt_ignore = tuple(bool(t.ignore or o) for t, o in zip(tracks, acc.out_of_range(gt_avg, area)))
         if gt_ignore not in cache:
             cache[gt_ignore] = acc.match(ious, ids, crowd, list(gt_ignore))
         matched, matched_ignored = cache[gt_ignore]
-        ignored = matched_ignored | (~matched & acc.out_of_range(dt_avg, area)[None, :])
+        ignored = matched_ignored | (~matched & dt_outside[a, rows][None, :])
         out.append(acc.PairResult(scores, matched, ignored, gt_ignore.count(False)))
     return out
 
