@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pycocotools import _mask as coco_mask
 
 from seqformer.pipelines.evaluation import rle as rle_utils
 from seqformer.pipelines.evaluation.io import Problems
@@ -195,11 +196,18 @@ def _parse_track(ann: dict[str, Any], index: int, videos: dict[Any, Video], prob
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: 'areas' must hold numbers or null, got {ann['areas']!r:.200}") from err
     track = GtTrack(ann["id"], bool(int(iscrowd)), bool(iscrowd), avg_area, [], np.zeros(0, np.int64))
+    uncompressed: list[int] = []
     for frame, seg in enumerate(ann["segmentations"]):
-        track.segs.append(_to_compressed(seg, video, f"{where} frame {frame}") if seg else None)
+        track.segs.append(_checked_rle(seg, video, f"{where} frame {frame}") if seg else None)
+        if seg and isinstance(track.segs[-1]["counts"], list):
+            uncompressed.append(frame)
         size = (int(track.segs[-1]["size"][0]), int(track.segs[-1]["size"][1])) if seg else None
         if size is not None and size != (video.height, video.width):
             track.odd_sizes[frame] = size
+    if uncompressed:  # one C call for all of the track's uncompressed frames, as the official frPyObjects does
+        encoded = coco_mask.frUncompressedRLE([track.segs[f] for f in uncompressed], video.height, video.width)
+        for frame, rle in zip(uncompressed, encoded):
+            track.segs[frame] = {"size": track.segs[frame]["size"], "counts": rle["counts"]}
     if track.odd_sizes:
         problems.warn(
             f"{where} has masks of size {sorted(set(track.odd_sizes.values()))} in a "
@@ -208,8 +216,9 @@ def _parse_track(ann: dict[str, Any], index: int, videos: dict[Any, Video], prob
     return track
 
 
-def _to_compressed(seg: Any, video: Video, where: str) -> dict[str, Any]:
-    """A GT frame as a compressed RLE, converted the way the official ``annToRLE`` does, after checking it decodes."""
+def _checked_rle(seg: Any, video: Video, where: str) -> dict[str, Any]:
+    """A GT frame as an RLE the official ``annToRLE`` would build (uncompressed ones are compressed later, in bulk),
+    after checking that it decodes to a mask of its size (a corrupt one would make pycocotools loop forever)."""
     if isinstance(seg, list):
         return rle_utils.from_polygons(seg, video.height, video.width)
     if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
@@ -219,9 +228,13 @@ def _to_compressed(seg: Any, video: Video, where: str) -> dict[str, Any]:
         raise ValueError(f"{where}: RLE 'size' must be [height, width], got {size!r:.100}")
     counts = seg["counts"]
     if isinstance(counts, list):
-        reason = rle_utils.check_runs(counts, size)
-        if reason is None:
-            return rle_utils.compress(seg)
+        try:
+            total, smallest = sum(counts), min(counts, default=0)
+        except TypeError:
+            total, smallest = -1, -1
+        if smallest >= 0 and total == size[0] * size[1] and all(type(c) is int for c in counts[:3]):
+            return {"size": list(size), "counts": counts}
+        reason = rle_utils.check_runs(counts, size) if total >= 0 else "run lengths must be integers"
     elif isinstance(counts, (str, bytes)):
         try:
             reason = rle_utils.check_runs(rle_utils.decode_counts(counts), size)
