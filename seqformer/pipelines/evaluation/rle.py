@@ -89,22 +89,20 @@ def check_compressed_many(counts: Sequence[str], chunk_chars: int = 1 << 23) -> 
     Raises:
         TypeError: an entry is not a str.
     """
-    start = 0
-    while start < len(counts):
-        stop, size = start, 0
-        while stop < len(counts) and size < chunk_chars:
-            size += len(counts[stop])
-            stop += 1
-        bad = _check_chunk(counts[start:stop])
+    if not counts:
+        return None
+    lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
+    bounds = np.searchsorted(np.cumsum(lengths), np.arange(chunk_chars, int(lengths.sum()), chunk_chars))
+    edges = [0, *sorted(set(bounds.tolist()) - {0, len(counts)}), len(counts)]
+    for start, stop in zip(edges[:-1], edges[1:]):
+        bad = _check_chunk(counts[start:stop], lengths[start:stop])
         if bad is not None:
             return start + bad
-        start = stop
     return None
 
 
-def _check_chunk(counts: Sequence[str]) -> int | None:
+def _check_chunk(counts: Sequence[str], lengths: np.ndarray) -> int | None:
     joined = "".join(counts)  # TypeError on a non-str entry
-    lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
     if lengths.min() == 0:
         return int(np.argmin(lengths))
     try:

@@ -44,7 +44,10 @@ def video_ious(dets: Detections, rows: list[int], tracks: list[GtTrack]) -> np.n
     dt_odd = [dets.odd_sizes.get(e, {}) for e in rows]
     gt_odd = [t.odd_sizes for t in tracks]
     any_odd = any(dt_odd) or any(gt_odd)
-    chunks: list[tuple[np.ndarray, list[int], list[int], int]] = []
+    chunks: list[np.ndarray] = []  # per frame the IoUs [len(d_idx) * len(g_idx)], prediction-major
+    pair_rows: list[int] = []
+    pair_cols: list[int] = []
+    pair_frames: list[int] = []
     mismatched = np.zeros((num_dets, num_gts), dtype=np.int64)
     for frame in range(num_frames):
         d_idx = [i for i, segs in enumerate(dt_segs) if frame < len(segs) and segs[frame]]
@@ -56,8 +59,11 @@ def video_ious(dets: Detections, rows: list[int], tracks: list[GtTrack]) -> np.n
         )  # [len(d_idx), len(g_idx)]
         if any_odd:
             iou = _zero_mismatched(iou, frame, d_idx, g_idx, dt_odd, gt_odd, mismatched, dt_areas, gt_areas)
-        chunks.append((iou, d_idx, g_idx, frame))
-    inter = _intersections(chunks, dt_areas, gt_areas, num_dets, num_gts)
+        chunks.append(iou.ravel())
+        pair_rows.extend(d_idx if len(g_idx) == 1 else [i for i in d_idx for _ in g_idx])
+        pair_cols.extend(g_idx * len(d_idx))
+        pair_frames.extend([frame] * (len(d_idx) * len(g_idx)))
+    inter = _intersections(chunks, pair_rows, pair_cols, pair_frames, dt_areas, gt_areas)
     lengths_d = np.array([min(len(s), num_frames) for s in dt_segs], dtype=np.int64)
     lengths_g = np.array([min(len(s), num_frames) for s in gt_segs], dtype=np.int64)
     shorter = np.minimum(lengths_d[:, None], lengths_g[None, :])  # [D, G] frames paired by zip
@@ -79,21 +85,25 @@ def _padded(rows: list[np.ndarray], num_frames: int) -> np.ndarray:
 
 
 def _intersections(
-    chunks: list[tuple[np.ndarray, list[int], list[int], int]],
+    chunks: list[np.ndarray],
+    rows: list[int],
+    cols: list[int],
+    frames: list[int],
     dt_areas: np.ndarray,
     gt_areas: np.ndarray,
-    num_dets: int,
-    num_gts: int,
 ) -> np.ndarray:
-    """Sum over frames of the exact intersections, recovered from per-frame IoUs and areas. int64 ``[D, G]``."""
+    """Sum over frames of the exact intersections, recovered from per-frame IoUs and areas. int64 ``[D, G]``.
+
+    Args:
+        chunks: per-frame IoUs, concatenated they align with ``rows`` / ``cols`` / ``frames`` (one entry per pair).
+        dt_areas: int64 ``[D, F]`` prediction areas; gt_areas: int64 ``[G, F]`` track areas.
+    """
+    num_dets, num_gts = dt_areas.shape[0], gt_areas.shape[0]
     if not chunks:
         return np.zeros((num_dets, num_gts), dtype=np.int64)
-    iou = np.concatenate([c[0].ravel() for c in chunks])
-    d_idx = np.concatenate([np.repeat(c[1], len(c[2])) for c in chunks]).astype(np.int64)
-    g_idx = np.concatenate([np.tile(c[2], len(c[1])) for c in chunks]).astype(np.int64)
-    frame = np.concatenate([np.full(len(c[1]) * len(c[2]), c[3]) for c in chunks]).astype(np.int64)
+    iou = np.maximum(np.concatenate(chunks), 0.0)  # -1 marks a size mismatch; _zero_mismatched accounted for it
+    d_idx, g_idx, frame = (np.asarray(v, dtype=np.int64) for v in (rows, cols, frames))
     total = dt_areas[d_idx, frame] + gt_areas[g_idx, frame]
-    iou = np.maximum(iou, 0.0)  # -1 marks a size mismatch; _zero_mismatched already accounted for it
     exact = iou * total / (1.0 + iou)
     inter = np.rint(exact)
     assert np.all(np.abs(exact - inter) < 1e-3), "intersection recovery lost exactness"

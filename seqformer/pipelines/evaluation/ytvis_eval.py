@@ -193,7 +193,7 @@ def _pair_results(
     if not tracks:  # nothing to match: every prediction is a FP unless its area is out of range
         unmatched = np.zeros((len(acc.IOU_THRESHOLDS), len(rows)), dtype=bool)
         return [
-            acc.PairResult(scores, unmatched, np.broadcast_to(dt_outside[a, rows], unmatched.shape), 0)
+            acc.PairResult(scores, unmatched, dt_outside[a, rows][None, :].repeat(len(unmatched), 0), 0)
             for a in range(len(areas))
         ]
     gt_avg = np.array([t.avg_area for t in tracks], dtype=np.float64)
