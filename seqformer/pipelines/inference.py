@@ -311,6 +311,8 @@ class VideoTracker:
             track.embedding, track.masks, track.window_start = out.queries[query].float(), binary[j], out.start
             self._record(track, probs[query], out.mask_logits[query], out.start, own_end)
             new_live.append(index)
+        for index in set(self._live) - set(new_live):  # ended tracks: drop what only association needs
+            self.tracks[index].masks = self.tracks[index].masks[:0]
         self._live = new_live
         self._owned_to = own_end
 
