@@ -139,6 +139,7 @@ def infer_folder(
     options: InferOptions | None = None,
     *,
     on_video: Callable[[dict[str, Any]], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run batch inference over ``input_dir`` into ``output_dir`` and return the summary (also ``summary.json``).
 
@@ -149,6 +150,7 @@ def infer_folder(
         output_dir: where ``videos/<name>/``, ``results.json``, ``video_index.json`` and ``summary.json`` go.
         options: see :class:`InferOptions`.
         on_video: called with each finished video's row (progress reporting).
+        on_plan: called once with the number of videos about to be processed (after resumable ones are skipped).
     """
     options = options or InferOptions()
     if isinstance(model, nn.Module) and options.use_ray:
@@ -166,6 +168,8 @@ def infer_folder(
         else:
             todo.append(entry)
     logger.info("%d videos to process, %d skipped (%s)", len(todo), len(skipped), output)
+    if on_plan is not None:
+        on_plan(len(todo))
     if todo and options.use_ray:
         rows = _run_with_ray(todo, str(model), output, options, expected_fp, on_video)
     else:

@@ -38,13 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _Progress:
     """A one-line progress bar on an interactive terminal, log lines otherwise."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self) -> None:
+        self.total, self.done, self.frames, self.start = 0, 0, 0, time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.log: Any = None
+
+    def plan(self, total: int) -> None:
+        """Called once the number of videos to process is known."""
         import logging
 
         from seqformer.platform.log import ProgressLogger
 
-        self.total, self.done, self.frames, self.start = total, 0, 0, time.monotonic()
-        self.tty = sys.stderr.isatty()
+        self.total, self.start = total, time.monotonic()
         self.log = ProgressLogger(logging.getLogger("seqformer.infer"), total, "videos")
 
     def __call__(self, row: dict[str, Any]) -> None:
@@ -64,7 +69,6 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seqformer.pipelines.video_source import list_videos
     from seqformer.platform.infer import InferOptions, infer_folder
 
     options = InferOptions(
@@ -73,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
         score_threshold=args.score_threshold, fps=args.fps, device=args.device, use_ray=not args.local,
         num_actors=args.num_actors, cpus_per_actor=args.cpus_per_actor,
     )
-    videos, _ = list_videos(args.input)
-    report = infer_folder(args.model, args.input, args.output, options, on_video=_Progress(len(videos)))
+    progress = _Progress()
+    report = infer_folder(args.model, args.input, args.output, options, on_video=progress, on_plan=progress.plan)
     print(f"seqformer infer: {len(report['processed'])} processed, {len(report['skipped'])} skipped, "
           f"{len(report['failed'])} failed; {report['frames_per_second']:.2f} frames/s -> {args.output}/summary.json")
     for item in report["failed"]:
