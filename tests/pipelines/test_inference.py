@@ -157,7 +157,11 @@ def test_commit_is_atomic_and_marks_the_fingerprint(tmp_path):
 
 
 def test_summary_lists_and_rates():
-    report = summary([{"video": "b", "frames": 10, "seconds": 1.0}, {"video": "a", "frames": 30, "seconds": 2.0}],
-                     [{"video": "e", "reason": "empty folder"}], [{"video": "x", "reason": "corrupt"}], 4.0)
+    report = summary(
+        [{"video": "b", "frames": 10, "seconds": 1.0}, {"video": "a", "frames": 30, "seconds": 2.0}],
+        [{"video": "e", "reason": "empty folder"}],
+        [{"video": "x", "reason": "corrupt"}],
+        4.0,
+    )
     assert [p["video"] for p in report["processed"]] == ["a", "b"]
     assert report["frames_per_second"] == 10.0 and report["videos_per_second"] == 0.5

@@ -56,8 +56,10 @@ def test_contact_sheet_and_render_outputs(tmp_path):
     frames = [np.full((40, 64, 3), 10 * t, np.uint8) for t in range(10)]
     mask = np.zeros((40, 64), bool)
     mask[5:20, 5:30] = True
-    results = [{"score": 0.9, "category_id": 1, "segmentations": [rle_dict(mask)] * 10},
-               {"score": 0.1, "category_id": 2, "segmentations": [None] * 10}]
+    results = [
+        {"score": 0.9, "category_id": 1, "segmentations": [rle_dict(mask)] * 10},
+        {"score": 0.1, "category_id": 2, "segmentations": [None] * 10},
+    ]
     render_video_outputs(tmp_path, iter(frames), results, 10, fps=5, score_threshold=0.5)
     sheet = Image.open(tmp_path / "contact_sheet.png")
     assert sheet.size == (4 * 64, 2 * (40 + 14))
