@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
 import ray
 import ray.data
 
@@ -80,6 +82,10 @@ def ray_executor(options: PrepareOptions, *, videos_per_block: int = 2) -> Execu
     return run
 
 
+def _row_groups(path: str) -> int:
+    return int(pq.ParquetFile(path).num_row_groups)
+
+
 def training_dataset(
     prepared_dir: str | Path,
     *,
@@ -92,7 +98,7 @@ def training_dataset(
     Args:
         prepared_dir: output of ``seqformer prepare``.
         datasets: keep only these record kinds (``("ytvis",)``, ``("ytvis", "coco")``); ``None`` keeps all.
-        shuffle_seed: when set, the block order is randomised with this seed (``randomize_block_order``); per-record
+        shuffle_seed: when set, the shard order is randomised with this seed; per-record
             randomness comes from ``collate.iter_clip_batches``'s seed, not from the order.
         min_instances: records with fewer instances are dropped (a clip needs at least one target).
 
@@ -109,9 +115,17 @@ def training_dataset(
             f"{prepared_dir}: the manifest lists no records for datasets={datasets}; check prepare's output"
         )
     _quiet_data_context(preserve_order=False)
-    dataset = ray.data.read_parquet(paths, shuffle=None)
-    if min_instances > 0:
-        dataset = dataset.filter(lambda row: row["num_instances"] >= min_instances)
     if shuffle_seed is not None:
-        dataset = dataset.randomize_block_order(seed=shuffle_seed)
+        paths = [paths[i] for i in np.random.default_rng(shuffle_seed).permutation(len(paths))]
+    # One item per row group, read by zero-CPU tasks: reading is I/O (frames stay JPEG-encoded until a training
+    # worker samples them), and Ray Train workers may hold every CPU of the cluster; ``read_parquet`` schedules a
+    # one-CPU file-listing task first, which would then never run and the training loop would wait forever.
+    units = [{"path": path, "row_group": group} for path in paths for group in range(_row_groups(path))]
+    dataset = ray.data.from_items(units, override_num_blocks=max(1, len(units)))
+
+    def read_unit(unit: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = pq.ParquetFile(unit["path"]).read_row_group(int(unit["row_group"])).to_pylist()
+        return [row for row in rows if row["num_instances"] >= min_instances]
+
+    dataset = dataset.flat_map(read_unit, num_cpus=0)
     return dataset

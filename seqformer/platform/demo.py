@@ -20,13 +20,9 @@ logger = logging.getLogger(__name__)
 DEMO_EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "demo" / "tiny_cpu.yaml"
 
 
-def demo_experiment(output: Path, overrides: list[str], experiment: Path = DEMO_EXPERIMENT) -> ExperimentConfig:
-    """The demo experiment with every path under ``output``."""
-    if not experiment.is_file():
-        raise FileNotFoundError(
-            f"demo experiment {experiment} not found; run the demo from a checkout of the repository"
-        )
-    paths = [
+def output_overrides(output: Path) -> list[str]:
+    """Overrides that put every path of a demo-style experiment under ``output``."""
+    return [
         f"output_dir={output / 'outputs'}",
         f"data.root={output / 'data' / 'train'}",
         f"data.train_annotations={output / 'data' / 'train' / 'annotations.json'}",
@@ -37,7 +33,15 @@ def demo_experiment(output: Path, overrides: list[str], experiment: Path = DEMO_
         f"tracking.tracking_uri=sqlite:///{output / 'mlflow.db'}",
         f"tracking.artifact_location={output / 'mlartifacts'}",
     ]
-    return load_experiment(experiment, [*paths, *overrides])
+
+
+def demo_experiment(output: Path, overrides: list[str], experiment: Path = DEMO_EXPERIMENT) -> ExperimentConfig:
+    """The demo experiment with every path under ``output``."""
+    if not experiment.is_file():
+        raise FileNotFoundError(
+            f"demo experiment {experiment} not found; run the demo from a checkout of the repository"
+        )
+    return load_experiment(experiment, [*output_overrides(output), *overrides])
 
 
 def _phase(number: int, total: int, text: str, started: float) -> None:

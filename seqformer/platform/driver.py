@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -147,7 +148,7 @@ def train_experiment(
         "experiment": to_dict(exp),
         "mlflow_run_id": tracking[1] if tracking else None,
         "tracking_uri": tracking[0].tracking_uri if tracking else None,
-        "debug_dir": debug_dir,
+        "debug_dir": debug_dir or os.environ.get("SEQFORMER_DEBUG_DIR"),
     }
     started = time.monotonic()
     try:

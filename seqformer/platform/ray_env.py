@@ -45,10 +45,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
 def _build_on_this_node(cuda: bool) -> dict[str, Any]:
     import socket
 
-    from seqformer.kernels.build import build_extension
+    from seqformer.kernels.build import build_kernels
 
-    path = build_extension(cuda=cuda)
-    return {"node": socket.gethostname(), "path": str(path)}
+    built = build_kernels(cuda=cuda)
+    return {"node": socket.gethostname(), "path": ", ".join(str(b.directory) for b in built)}
 
 
 def prebuild_kernels_on_all_nodes(cuda: bool) -> list[dict[str, Any]]:

@@ -359,8 +359,11 @@ def _dump_debug(trainer: _Trainer) -> None:
     total = torch.zeros((), dtype=torch.float64)
     for value in core.state_dict().values():
         total += value.double().abs().sum()
+    import ray
+
     Path(trainer.debug_dir).mkdir(parents=True, exist_ok=True)
-    (Path(trainer.debug_dir) / f"rank{trainer.rank}.txt").write_text(f"{trainer.state.step} {total.item():.10e}\n")
+    node = ray.get_runtime_context().get_node_id()
+    (Path(trainer.debug_dir) / f"rank{trainer.rank}.txt").write_text(f"{trainer.state.step} {total.item():.10e} {node}\n")
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from seqformer.platform.config import ConfigError, load_experiment, to_yaml, val
 from seqformer.platform.config.load import parse_yaml_text
 
 REPO = Path(__file__).resolve().parents[2]
-EXPERIMENTS = sorted(p for p in (REPO / "experiments").rglob("*.yaml") if "sweeps" not in p.parts)
+EXPERIMENTS = sorted((REPO / "experiments").rglob("*.yaml"))
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
