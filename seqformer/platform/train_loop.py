@@ -363,7 +363,8 @@ def _dump_debug(trainer: _Trainer) -> None:
 
     Path(trainer.debug_dir).mkdir(parents=True, exist_ok=True)
     node = ray.get_runtime_context().get_node_id()
-    (Path(trainer.debug_dir) / f"rank{trainer.rank}.txt").write_text(f"{trainer.state.step} {total.item():.10e} {node}\n")
+    line = f"{trainer.state.step} {total.item():.10e} {node}\n"
+    (Path(trainer.debug_dir) / f"rank{trainer.rank}.txt").write_text(line)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
