@@ -58,6 +58,13 @@ def _peak_mib(fn: Callable[[], object]) -> float:
 
 
 def _inputs(queries_per_frame: int | None, dtype):
+    """Inputs shaped like SeqFormer's: locations are reference points plus offsets of a few pixels.
+
+    Encoder queries are the pixel centres of every level (each sampling all four levels around the same point);
+    decoder queries have random reference points. Offsets are N(0, 2 px) around the reference on each level, the
+    regime of a trained model (the initialisation puts points 1..4 px out), so memory access has the locality of the
+    real workload rather than of uniformly random locations.
+    """
     import torch
 
     generator = torch.Generator().manual_seed(0)
@@ -65,11 +72,20 @@ def _inputs(queries_per_frame: int | None, dtype):
     sizes = shapes[:, 0] * shapes[:, 1]
     starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
     num_value = int(sizes.sum())
-    num_queries = num_value if queries_per_frame is None else queries_per_frame
+    if queries_per_frame is None:
+        centres = []
+        for height, width in LEVELS:
+            ys, xs = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+            centres.append(torch.stack([xs.flatten() / width, ys.flatten() / height], -1))
+        reference = torch.cat(centres).expand(FRAMES, -1, -1)  # [N, S, 2]
+    else:
+        reference = torch.rand(FRAMES, queries_per_frame, 2, generator=generator)
+    num_queries = reference.shape[1]
     value = torch.randn(FRAMES, num_value, HEADS, CHANNELS, generator=generator, dtype=dtype)
-    # locations near a reference point, as in the encoder: mostly inside, some across the border
     loc_shape = (FRAMES, num_queries, HEADS, len(LEVELS), POINTS, 2)
-    locations = torch.rand(loc_shape, generator=generator, dtype=dtype) * 1.1 - 0.05
+    offsets = torch.randn(loc_shape, generator=generator) * 2.0
+    normalizer = torch.stack([shapes[:, 1], shapes[:, 0]], -1).float()  # (w, h) per level
+    locations = (reference[:, :, None, None, None, :] + offsets / normalizer[None, None, None, :, None, :]).to(dtype)
     weights = torch.softmax(torch.randn(loc_shape[:-1], generator=generator, dtype=dtype).flatten(-2), -1)
     return value, shapes, starts, locations, weights.view(loc_shape[:-1])
 

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../bilinear.h"
@@ -32,14 +33,15 @@
 
 #if defined(_OPENMP)
 #define MSDA_SIMD _Pragma("omp simd")
-#define MSDA_SIMD_REDUCE4 _Pragma("omp simd reduction(+ : s0, s1, s2, s3)")
 #else
 #define MSDA_SIMD
-#define MSDA_SIMD_REDUCE4
 #endif
 
 namespace msda {
 namespace {
+
+// Width of the partial sums of the backward dot products: one AVX2 register of floats.
+constexpr int kLanes = 8;
 
 // Raw pointers and sizes of one call; every tensor is contiguous.
 template <typename scalar_t, typename acc_t>
@@ -58,7 +60,8 @@ struct Problem {
   acc_t* grad_value_rest = nullptr;    // buffers of chunks 1.. when chunk 0 writes the output directly
   scalar_t* grad_loc = nullptr;        // [N, Lq, M, L, P, 2]
   scalar_t* grad_attn = nullptr;       // [N, Lq, M, L, P]
-  int64_t chunks = 1;                  // query chunks per (n, m) pair in backward
+  int64_t heads_per_task = 1;          // backward: a task owns the grad_value of this many heads of one sample
+  int64_t chunks = 1;                  // backward: query chunks per (n, head group), each with its own buffer
 };
 
 // Forward for the flattened queries nq in [begin, end): out[n, q, m, :] = sum_{l,p} A * bilinear(V_l, loc).
@@ -122,9 +125,10 @@ MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begi
   const int64_t slice = pb.N * pb.S * row;  // one grad_value buffer
   const std::vector<scalar_t> zeros(D, scalar_t(0));
   std::vector<acc_t> scratch(4 * D);  // write target of neighbours outside the map (never read)
+  const int64_t groups = M / pb.heads_per_task;
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t chunk = task % pb.chunks, nm = task / pb.chunks;
-    const int64_t n = nm / M, m = nm % M;
+    const int64_t chunk = task % pb.chunks, ng = task / pb.chunks;
+    const int64_t n = ng / groups, m_begin = (ng % groups) * pb.heads_per_task, m_end = m_begin + pb.heads_per_task;
     const int64_t q_begin = Lq * chunk / pb.chunks, q_end = Lq * (chunk + 1) / pb.chunks;
     acc_t* grad_value_buf = chunk == 0 || pb.grad_value_rest == nullptr
                                 ? pb.grad_value + chunk * slice
@@ -132,6 +136,7 @@ MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begi
     const scalar_t* value_n = pb.value + n * pb.S * row;
     acc_t* grad_value_n = grad_value_buf + n * pb.S * row;
     for (int64_t q = q_begin; q < q_end; ++q) {
+     for (int64_t m = m_begin; m < m_end; ++m) {
       const int64_t qm = (n * Lq + q) * M + m;
       const scalar_t* __restrict__ g = pb.grad_out + qm * D;
       const scalar_t* loc = pb.loc + qm * L * P * 2;
@@ -169,8 +174,25 @@ MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begi
           acc_t* __restrict__ gv2 = gv[2];
           acc_t* __restrict__ gv3 = gv[3];
           const acc_t cw0 = cw[0], cw1 = cw[1], cw2 = cw[2], cw3 = cw[3];
+          // The four dot products are kept as kLanes partial sums each, updated element-wise (vectorised without
+          // reassociating anything) and summed at the end; a plain scalar reduction would not vectorise at -O3.
+          acc_t lane0[kLanes] = {}, lane1[kLanes] = {}, lane2[kLanes] = {}, lane3[kLanes] = {};
+          int64_t d = 0;
+          for (; d + kLanes <= D; d += kLanes) {
+            MSDA_SIMD for (int j = 0; j < kLanes; ++j) {
+              const acc_t gd = static_cast<acc_t>(g[d + j]);
+              lane0[j] += gd * static_cast<acc_t>(v0[d + j]);
+              lane1[j] += gd * static_cast<acc_t>(v1[d + j]);
+              lane2[j] += gd * static_cast<acc_t>(v2[d + j]);
+              lane3[j] += gd * static_cast<acc_t>(v3[d + j]);
+              gv0[d + j] += cw0 * gd;
+              gv1[d + j] += cw1 * gd;
+              gv2[d + j] += cw2 * gd;
+              gv3[d + j] += cw3 * gd;
+            }
+          }
           acc_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-          MSDA_SIMD_REDUCE4 for (int64_t d = 0; d < D; ++d) {
+          for (; d < D; ++d) {
             const acc_t gd = static_cast<acc_t>(g[d]);
             s0 += gd * static_cast<acc_t>(v0[d]);
             s1 += gd * static_cast<acc_t>(v1[d]);
@@ -180,6 +202,12 @@ MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begi
             gv1[d] += cw1 * gd;
             gv2[d] += cw2 * gd;
             gv3[d] += cw3 * gd;
+          }
+          for (int j = 0; j < kLanes; ++j) {
+            s0 += lane0[j];
+            s1 += lane1[j];
+            s2 += lane2[j];
+            s3 += lane3[j];
           }
           const acc_t dots[4] = {s0, s1, s2, s3};
           acc_t d_x, d_y;
@@ -191,6 +219,7 @@ MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begi
           grad_loc[2 * lp + 1] = static_cast<scalar_t>(a * static_cast<acc_t>(h) * d_y);
         }
       }
+     }
     }
   }
 }
@@ -230,6 +259,23 @@ MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begi
 MSDA_DEFINE_ENTRY_POINTS(double, double, f64)
 MSDA_DEFINE_ENTRY_POINTS(float, float, f32)
 MSDA_DEFINE_ENTRY_POINTS(c10::BFloat16, float, bf16)
+
+// Backward work split: a task is (sample n, group of heads, query chunk) and owns grad_value[n, :, group, :] of its
+// chunk's buffer, so no two threads write the same memory. Big head groups keep a query's samples together (all
+// heads of a value row share cache sets; one head alone, with its 1 KiB row stride, would use an eighth of them),
+// so the largest group that still gives every thread equal work wins. Query chunks (one extra value-sized buffer
+// each, summed at the end) are used only when the samples times heads cannot occupy the threads.
+std::pair<int64_t, int64_t> plan_backward(int64_t N, int64_t M, int64_t Lq, int64_t threads) {
+  if (threads <= 1) return {M, 1};
+  for (int64_t group = M; group >= 1; --group) {
+    if (M % group != 0) continue;
+    const int64_t tasks = N * (M / group);
+    if (tasks >= threads && (tasks % threads == 0 || tasks >= 4 * threads)) return {group, 1};
+  }
+  const int64_t pairs = N * M;
+  if (pairs >= threads) return {1, 1};
+  return {1, std::min<int64_t>((threads + pairs - 1) / pairs, std::max<int64_t>(Lq, 1))};
+}
 
 template <typename scalar_t>
 using acc_of = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
@@ -293,11 +339,7 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value, con
   if (grad_loc.numel() == 0 || value.numel() == 0) {
     return {grad_value, grad_loc.zero_(), grad_attn.zero_()};
   }
-  // Tasks are (n, m) pairs; only when there are fewer pairs than threads are queries split into chunks, each chunk
-  // with a private grad_value buffer summed at the end (memory: one value-sized buffer per extra chunk).
-  const int64_t threads = at::get_num_threads();
-  const int64_t pairs = N * M;
-  const int64_t chunks = pairs >= threads ? 1 : std::min<int64_t>((threads + pairs - 1) / pairs, std::max<int64_t>(Lq, 1));
+  const auto [heads_per_task, chunks] = msda::plan_backward(N, M, Lq, at::get_num_threads());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, value.scalar_type(), "ms_deform_attn_cpu_backward", [&] {
     using acc_t = msda::acc_of<scalar_t>;
     auto pb = msda::make_problem<scalar_t>(value, spatial_shapes, level_start_index, sampling_locations,
@@ -307,6 +349,7 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value, con
     pb.grad_loc = grad_loc.data_ptr<scalar_t>();
     pb.grad_attn = grad_attn.data_ptr<scalar_t>();
     pb.chunks = chunks;
+    pb.heads_per_task = heads_per_task;
     constexpr bool direct = std::is_same_v<scalar_t, acc_t>;
     const auto acc_dtype = direct ? value.scalar_type() : at::kFloat;
     at::Tensor buffers;  // accumulation buffers other than grad_value itself
@@ -320,7 +363,7 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value, con
       buffers = at::zeros({chunks, value.numel()}, value.options().dtype(acc_dtype));
       pb.grad_value = buffers.data_ptr<acc_t>();
     }
-    at::parallel_for(0, pairs * chunks, 1, [&](int64_t begin, int64_t end) { msda::backward_entry(pb, begin, end); });
+    at::parallel_for(0, N * (M / heads_per_task) * chunks, 1, [&](int64_t begin, int64_t end) { msda::backward_entry(pb, begin, end); });
     if (buffers.defined()) {
       if constexpr (direct) {
         grad_value.view({-1}).add_(buffers.sum(0));
