@@ -162,12 +162,12 @@ def _peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _broadcast_flag(flag: bool, world: int) -> bool:
-    """Rank 0's decision, shared by every rank (time budgets differ slightly between processes)."""
+def _any_rank(flag: bool, world: int) -> bool:
+    """True when ``flag`` is true on any rank (one small all-reduce; every rank must call it)."""
     if world == 1 or not dist.is_initialized():
         return flag
     tensor = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    dist.broadcast(tensor, src=0)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item())
 
 
@@ -243,7 +243,7 @@ class _Trainer:
         over_time = budget is not None and self.state.train_seconds + (time.monotonic() - started) >= budget
         max_steps = self.exp.train.max_steps
         done = over_time or (max_steps is not None and self.state.step >= max_steps)
-        return _broadcast_flag(done, self.world)
+        return _any_rank(done, self.world)
 
     def autocast(self) -> Any:
         if self.exp.train.amp == "none" or self.device.type != "cuda":
@@ -385,8 +385,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     stop = trainer.should_stop(started)
     while not stop and state.epoch < exp.train.epochs:
         micro = 0
-        data_clock = time.monotonic()
-        for batch in trainer.batches.epoch(state.epoch):
+        batches = iter(trainer.batches.epoch(state.epoch))
+        while True:
+            data_clock = time.monotonic()
+            batch = next(batches, None)
+            # Ranks can run out at different steps (items whose instances all vanish are skipped); DDP needs the
+            # same number of backward passes everywhere, so the epoch ends for all when it ends for one.
+            if _any_rank(batch is None, trainer.world):
+                for _ in batches:  # finish this rank's stream so the next epoch starts cleanly
+                    pass
+                state.epoch += 1
+                if exp.train.lr_drop_unit == "epoch":
+                    trainer.scheduler.step()
+                stop = trainer.should_stop(started)
+                break
             data_time = time.monotonic() - data_clock
             step_clock = time.monotonic()
             micro += 1
@@ -416,12 +428,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 _report(trainer, val_metrics, with_checkpoint=False)
             if stop:
                 break
-            data_clock = time.monotonic()
-        else:
-            state.epoch += 1
-            if exp.train.lr_drop_unit == "epoch":
-                trainer.scheduler.step()
-            stop = trainer.should_stop(started)
     state.train_seconds += time.monotonic() - started
     final_metrics = _validate(trainer)
     steps_done = state.step - step_start_count
