@@ -96,14 +96,17 @@ def run_demo(output: str | Path, overrides: list[str] | None = None, infer: bool
 
 
 def _infer_val(exp: ExperimentConfig, output: Path) -> Path:
-    from seqformer.platform.infer import run_batch_inference
+    from seqformer.platform.infer import InferOptions, infer_folder
     from seqformer.platform.model_source import experiment_model_dir
 
     target = output / "inference"
-    run_batch_inference(
-        model=str(experiment_model_dir(exp)),
-        input_dir=Path(str(exp.data.val_root)) / "JPEGImages",
-        output_dir=target,
-        short_side=exp.data.eval_short_side,
+    summary = infer_folder(
+        str(experiment_model_dir(exp)),
+        Path(str(exp.data.val_root)) / "JPEGImages",
+        target,
+        InferOptions(short_side=exp.data.eval_short_side, top_k=exp.eval.top_k, cpus_per_actor=1),
     )
+    logger.info("batch inference: %d videos processed, %d skipped, %d failed, %.1f frames/s",
+                len(summary["processed"]), len(summary["skipped"]), len(summary["failed"]),
+                summary.get("frames_per_second", 0.0))
     return target
