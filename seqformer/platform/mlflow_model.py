@@ -17,11 +17,19 @@ class SeqFormerPyFunc(PythonModel):
     """Pyfunc wrapper around :class:`seqformer.platform.predictor.Predictor`."""
 
     def load_context(self, context: Any) -> None:
-        from seqformer.platform.model_source import load_model
+        from seqformer.platform.checkpoint import load_checkpoint
+        from seqformer.platform.model_source import model_from_payload
         from seqformer.platform.predictor import Predictor
 
-        model, _ = load_model(context.artifacts["checkpoint"])
-        self.predictor = Predictor(model)
+        path = context.artifacts["checkpoint"]
+        payload = load_checkpoint(path)
+        model, _ = model_from_payload(payload, path)
+        # inference settings of the experiment that trained the model (official defaults otherwise)
+        experiment = payload.get("experiment") or {}
+        short_side = int(experiment.get("data", {}).get("eval_short_side", 360))
+        window = int(experiment.get("eval", {}).get("window", 0))
+        overlap = int(experiment.get("eval", {}).get("window_overlap", 4))
+        self.predictor = Predictor(model, short_side=short_side, window=window, overlap=overlap)
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - MLflow reads type hints
         videos = model_input if isinstance(model_input, list) else [model_input]
