@@ -127,24 +127,21 @@ def load_checkpoint(folder_or_file: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_latest_good(folders: list[Path]) -> tuple[dict[str, Any], Path] | None:
-    """Load the newest checkpoint folder that verifies, warning about every bad one skipped.
+def latest_verified(folders: list[Path]) -> Path | None:
+    """The newest checkpoint folder that verifies, warning about every bad one skipped (naming it and the one used).
 
     Args:
         folders: candidate checkpoint folders, oldest first.
-
-    Returns:
-        ``(payload, folder)`` of the newest good checkpoint, or None when none verifies.
     """
     bad: Path | None = None
     for folder in reversed(folders):
         try:
-            payload = load_checkpoint(folder)
+            verify_checkpoint(folder)
         except CheckpointError as err:
             logger.warning("skipping bad checkpoint %s: %s", folder, err)
             bad = bad or folder
             continue
         if bad is not None:
-            logger.warning("checkpoint %s is unusable; resuming from the previous good one %s", bad, folder)
-        return payload, folder
+            logger.warning("checkpoint %s is unusable; using the previous good one %s", bad, folder)
+        return folder
     return None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seqformer.platform.checkpoint import CHECKPOINT_FILE, CheckpointError, verify_checkpoint
+from seqformer.platform.checkpoint import CHECKPOINT_FILE, latest_verified, verify_checkpoint
 from seqformer.platform.config import ExperimentConfig, flatten, to_dict, to_yaml
 from seqformer.platform.model_source import experiment_model_dir
 from seqformer.platform.tracking import (
@@ -47,18 +47,7 @@ def latest_good_checkpoint(exp: ExperimentConfig) -> Path | None:
     """Newest checkpoint of an earlier job of this experiment that verifies (bad ones are skipped with a warning)."""
     root = run_storage(exp) / exp.name
     folders = sorted((p for p in root.glob("checkpoint_*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    bad: Path | None = None
-    for folder in reversed(folders):
-        try:
-            verify_checkpoint(folder)
-        except CheckpointError as err:
-            logger.warning("skipping checkpoint %s: %s", folder, err)
-            bad = bad or folder
-            continue
-        if bad is not None:
-            logger.warning("latest checkpoint %s is unusable; continuing from the previous good one %s", bad, folder)
-        return folder
-    return None
+    return latest_verified(folders)
 
 
 def open_tracking(exp: ExperimentConfig, parent_run_id: str | None = None) -> tuple[Tracker, str] | None:

@@ -13,8 +13,8 @@ from seqformer.platform.checkpoint import (
     CHECKPOINT_FILE,
     CHECKSUM_FILE,
     CheckpointError,
+    latest_verified,
     load_checkpoint,
-    load_latest_good,
     safe_torch_load,
     save_checkpoint,
     verify_checkpoint,
@@ -66,8 +66,8 @@ def test_latest_good_skips_corrupted_with_warning_naming_both(tmp_path, caplog):
         folders.append(tmp_path / f"c{step}")
     (tmp_path / "c3" / CHECKPOINT_FILE).write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING):
-        payload, folder = load_latest_good(folders)
-    assert payload["step"] == 2 and folder == tmp_path / "c2"
+        folder = latest_verified(folders)
+    assert folder == tmp_path / "c2" and load_checkpoint(folder)["step"] == 2
     assert any("c3" in r.message and "c2" in r.message for r in caplog.records)
 
 
