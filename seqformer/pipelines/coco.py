@@ -85,7 +85,7 @@ def load_coco(
         if ann.get("iscrowd", 0) or ann["category_id"] not in mapping or ann.get("segmentation") is None:
             continue
         by_image.setdefault(ann["image_id"], []).append(ann)
-    root = Path(image_root)
+    root = Path(image_root).resolve()  # absolute: descriptors travel to Ray workers
     descriptors: list[dict[str, Any]] = []
     filtered: dict[str, int] = {}
     for image in data["images"]:

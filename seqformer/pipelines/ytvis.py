@@ -142,8 +142,11 @@ def load_json(path: str | Path) -> Any:
 
 
 def frame_dir(root: str | Path) -> Path:
-    """Folder that ``file_names`` are relative to: ``root/JPEGImages`` when it exists, else ``root`` itself."""
-    root = Path(root)
+    """Folder that ``file_names`` are relative to: ``root/JPEGImages`` when it exists, else ``root`` itself.
+
+    Absolute, because descriptors travel to Ray workers whose working directory differs from the driver's.
+    """
+    root = Path(root).resolve()
     return root / "JPEGImages" if (root / "JPEGImages").is_dir() else root
 
 
