@@ -3,7 +3,8 @@
 Shapes are SeqFormer's on a 5-frame 360x640 clip (levels 45x80, 23x40, 12x20, 6x10; 8 heads x 32 channels; 4 levels;
 4 points): the encoder (every pixel a query, frames as the batch) and the decoder (300 queries per frame).
 For each implementation it measures forward and forward+backward wall time (median of repeats after a warm-up) and
-the peak memory allocated above the inputs during the call, then prints a table and writes JSON.
+the peak memory allocated above the inputs during the call, then prints a table and writes JSON. Times are medians
+(minimums also go to the JSON); speed-ups are of medians within one run, so machine load affects both sides.
 
 Peak memory: Linux's peak resident set size, reset before each measured call (``/proc/self/clear_refs``), minus the
 resident size before it. glibc is told to return every large block to the system at once
@@ -108,8 +109,8 @@ def _implementations(peer_path: str | None) -> dict[str, Callable | str]:
     return impls
 
 
-def _measure(fn: Callable, inputs, repeats: int, backward: bool) -> tuple[float, float]:
-    """(median milliseconds, peak MiB) of one forward or forward+backward call."""
+def _measure(fn: Callable, inputs, repeats: int, backward: bool) -> tuple[float, float, float]:
+    """(median milliseconds, minimum milliseconds, peak MiB) of one forward or forward+backward call."""
     value, shapes, starts, locations, weights = inputs
     if backward:
         value, locations, weights = (t.detach().requires_grad_(True) for t in (value, locations, weights))
@@ -136,13 +137,14 @@ def _measure(fn: Callable, inputs, repeats: int, backward: bool) -> tuple[float,
     for t in (value, locations, weights):
         t.grad = None
     peak = _peak_mib(call)
-    return statistics.median(times), peak
+    return statistics.median(times), min(times), peak
 
 
 def run(repeats: int, json_path: Path, peer_path: str | None) -> list[dict]:
     import torch
 
     impls = _implementations(peer_path)
+    load_before = os.getloadavg()
     rows = []
     for shape_name, queries in (("encoder", None), ("decoder", DECODER_QUERIES)):
         inputs = _inputs(queries, torch.float32)
@@ -152,8 +154,9 @@ def run(repeats: int, json_path: Path, peer_path: str | None) -> list[dict]:
                 row["note"] = fn
             else:
                 for mode, backward in (("fwd", False), ("fwd_bwd", True)):
-                    ms, mib = _measure(fn, inputs, repeats, backward)
-                    row[f"{mode}_ms"], row[f"{mode}_peak_mib"] = round(ms, 2), round(mib, 1)
+                    ms, ms_min, mib = _measure(fn, inputs, repeats, backward)
+                    row[f"{mode}_ms"], row[f"{mode}_min_ms"] = round(ms, 2), round(ms_min, 2)
+                    row[f"{mode}_peak_mib"] = round(mib, 1)
             rows.append(row)
     _print_table(rows)
     meta = {
@@ -162,6 +165,8 @@ def run(repeats: int, json_path: Path, peer_path: str | None) -> list[dict]:
         "cpu": platform.processor() or platform.machine(),
         "dtype": "float32",
         "repeats": repeats,
+        # other work on the machine inflates wall times; compare rows of one run, not runs of different loads
+        "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "shapes": {"levels": LEVELS, "frames": FRAMES, "heads": HEADS, "channels": CHANNELS, "points": POINTS},
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)

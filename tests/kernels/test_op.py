@@ -21,8 +21,8 @@ CASES = [
     Case(batch=1, heads=1, channels=30, queries=1, levels=((5, 7),), points=1),
     Case(batch=2, heads=2, channels=32, queries=7, levels=((6, 4), (3, 2)), points=3),
     Case(batch=3, heads=3, channels=64, queries=50, levels=((9, 11), (5, 6), (1, 3)), points=8),
-    Case(batch=2, heads=4, channels=71, queries=2000, levels=((20, 24), (10, 12), (5, 6), (3, 3)), points=4),
-    Case(batch=1, heads=8, channels=32, queries=3000, levels=((45, 80), (23, 40), (12, 20), (6, 10)), points=4),
+    Case(batch=2, heads=4, channels=71, queries=1200, levels=((20, 24), (10, 12), (5, 6), (3, 3)), points=4),
+    Case(batch=1, heads=8, channels=32, queries=1500, levels=((45, 80), (23, 40), (12, 20), (6, 10)), points=4),
 ]
 SWEEP_CHANNELS = [30, 32, 64, 71, pytest.param(1025, marks=pytest.mark.slow)]
 TINY = Case(batch=2, heads=2, channels=3, queries=3, levels=((3, 4), (2, 2)), points=2)
