@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 # pycocotools 2.0.11's ``area`` counts its input in a uint8 under NumPy 2, so it fails on more than 255 masks at once.
 _AREA_CHUNK = 255
 _FIRST_CHAR, _LAST_CHAR = 48, 111
+_VALID_CHARS = bytes(range(_FIRST_CHAR, _LAST_CHAR + 1))
 
 
 def areas(rles: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -106,13 +107,15 @@ def _check_chunk(counts: Sequence[str], lengths: np.ndarray) -> int | None:
     if lengths.min() == 0:
         return int(np.argmin(lengths))
     try:
-        data = np.frombuffer(joined.encode("ascii"), dtype=np.uint8) - np.uint8(_FIRST_CHAR)
+        raw = joined.encode("ascii")
     except UnicodeEncodeError:
         return next(i for i, text in enumerate(counts) if not text.isascii())
     ends = np.cumsum(lengths) - 1
-    bad = (data[ends] & 0x20) != 0  # the last character still says "more groups follow"
-    bad_char = np.flatnonzero(data > np.uint8(_LAST_CHAR - _FIRST_CHAR))
-    if bad_char.size:
+    # The last character must not say "more groups follow"; only those characters are gathered.
+    bad = ((np.frombuffer(raw, dtype=np.uint8)[ends] - np.uint8(_FIRST_CHAR)) & 0x20) != 0
+    if raw.translate(None, _VALID_CHARS):  # one C pass: anything left is outside '0'..'o'
+        data = np.frombuffer(raw, dtype=np.uint8)
+        bad_char = np.flatnonzero((data < _FIRST_CHAR) | (data > _LAST_CHAR))
         bad[np.searchsorted(ends, bad_char)] = True
     return int(np.argmax(bad)) if bad.any() else None
 

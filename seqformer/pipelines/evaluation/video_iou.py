@@ -13,6 +13,7 @@ exact integer the official code accumulates in float64.
 from __future__ import annotations
 
 import logging
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -49,9 +50,16 @@ def video_ious(dets: Detections, rows: list[int], tracks: list[GtTrack]) -> np.n
     pair_cols: list[int] = []
     pair_frames: list[int] = []
     mismatched = np.zeros((num_dets, num_gts), dtype=np.int64)
+    # Without size mismatches, an empty mask adds exactly what an absent one adds (0 to I, its area 0 to U), so only
+    # masks with pixels go to pycocotools; with mismatches, every present mask is needed to zero its pair's frame.
+    dt_on, gt_on = (dt_areas > 0).T.tolist(), (gt_areas > 0).T.tolist()  # [F][D], [F][G]
     for frame in range(num_frames):
-        d_idx = [i for i, segs in enumerate(dt_segs) if frame < len(segs) and segs[frame]]
-        g_idx = [j for j, segs in enumerate(gt_segs) if frame < len(segs) and segs[frame] is not None]
+        if any_odd:
+            d_idx = [i for i, segs in enumerate(dt_segs) if frame < len(segs) and segs[frame]]
+            g_idx = [j for j, segs in enumerate(gt_segs) if frame < len(segs) and segs[frame] is not None]
+        else:
+            d_idx = list(compress(range(num_dets), dt_on[frame]))
+            g_idx = list(compress(range(num_gts), gt_on[frame]))
         if not d_idx or not g_idx:
             continue
         iou = coco_mask.iou(
