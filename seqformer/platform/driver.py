@@ -165,7 +165,9 @@ def train_experiment(
 def _best_checkpoint(result: Any) -> Path | None:
     candidates = list(getattr(result, "best_checkpoints", None) or [])
     if candidates:
-        return Path(candidates[0][0].path)
+        # Ray Train keeps this list sorted worst → best by the score attribute (ties: older first), so the best,
+        # and on equal scores the newest, is the last entry.
+        return Path(candidates[-1][0].path)
     return Path(result.checkpoint.path) if result.checkpoint is not None else None
 
 

@@ -171,17 +171,34 @@ def _any_rank(flag: bool, world: int) -> bool:
     return bool(tensor.item())
 
 
-def _resume_payload() -> dict[str, Any] | None:
+def _resume_payload(exp: ExperimentConfig) -> dict[str, Any] | None:
     """Latest checkpoint handed to this worker group: Ray Train's own after a worker failure, or the driver's
-    ``resume_from_checkpoint`` (the newest verified checkpoint of an earlier job of the same experiment)."""
+    ``resume_from_checkpoint`` (the newest verified checkpoint of an earlier job of the same experiment).
+
+    Ray Train registers a reported checkpoint only when its controller next polls the worker (every ~2 s): a worker
+    killed in between leaves a complete, newer checkpoint under ``storage_path/<name>/`` that ``get_checkpoint()``
+    does not return. The newest verified checkpoint in storage is used when it is ahead of Ray's.
+    """
     import ray.train
 
+    from seqformer.platform.driver import latest_good_checkpoint
+
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as folder:
-        payload = load_checkpoint(folder)
-    logger.info("resuming from checkpoint at step %s", payload.get("step"))
+    payload = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            payload = load_checkpoint(folder)
+    stored = latest_good_checkpoint(exp)
+    if stored is not None and (checkpoint is None or Path(checkpoint.path).resolve() != stored.resolve()):
+        newer = load_checkpoint(stored)
+        if payload is None or int(newer["step"]) > int(payload["step"]):
+            logger.warning(
+                "Ray Train handed back %s; resuming from the newer checkpoint %s (step %s) found in storage",
+                checkpoint.path if checkpoint is not None else "no checkpoint", stored, newer["step"],
+            )
+            payload = newer
+    if payload is not None:
+        logger.info("resuming from checkpoint at step %s", payload.get("step"))
     return payload
 
 
@@ -207,7 +224,7 @@ class _Trainer:
         self.optimizer = build_optimizer(model, exp)
         self.scheduler = build_scheduler(self.optimizer, exp)
         self.state = TrainState()
-        payload = _resume_payload()
+        payload = _resume_payload(exp)
         if payload is not None:
             restore(payload, model, self.optimizer, self.scheduler, self.state)
             seed_everything(exp.train.seed + self.rank + 1000 * self.state.step)
@@ -367,6 +384,36 @@ def _dump_debug(trainer: _Trainer) -> None:
     (Path(trainer.debug_dir) / f"rank{trainer.rank}.txt").write_text(line)
 
 
+FAULT_ENV = "SEQFORMER_FAULT_INJECT"
+
+
+def inject_fault(exp: ExperimentConfig, step: int, rank: int) -> None:
+    """Test hook of the reliability tests; does nothing unless ``$SEQFORMER_FAULT_INJECT`` is set.
+
+    ``SEQFORMER_FAULT_INJECT=kill_after_step=N`` makes rank 0 send SIGKILL to its own process once, after optimiser
+    step N (its metrics and any checkpoint of that step already reported), as a crashed node would. A marker file
+    ``.fault_injected_after_step_N`` under ``resources.storage_path/<name>/`` makes it fire only once across the
+    worker-group restarts that follow.
+    """
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or rank != 0:
+        return
+    key, _, value = spec.partition("=")
+    if key != "kill_after_step" or not value.isdigit():
+        raise ValueError(f"${FAULT_ENV}={spec!r}: expected kill_after_step=N (unset it outside reliability tests)")
+    if int(value) != step:
+        return
+    marker = Path(exp.resources.storage_path).resolve() / exp.name / f".fault_injected_after_step_{step}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"pid {os.getpid()}\n")
+    logger.warning("fault injection: SIGKILL to worker rank %d (pid %d) after step %d", rank, os.getpid(), step)
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config``: ``experiment`` (resolved dict), ``mlflow_run_id``, ``tracking_uri`` and an
     optional ``debug_dir``."""
@@ -426,6 +473,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 last_ckpt_step = state.step
             elif val_metrics:
                 _report(trainer, val_metrics, with_checkpoint=False)
+            if not stop:
+                inject_fault(exp, state.step, trainer.rank)
             if stop:
                 break
     state.train_seconds += time.monotonic() - started
