@@ -30,8 +30,22 @@ def redact(key: str, value: Any) -> Any:
     if isinstance(value, str):
         if _SECRET_KEY.search(key) and value:
             return "***"
-        return _URI_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", value)
+        return redact_text(value)
     return value
+
+
+def redact_text(text: str) -> str:
+    """Every password inside a URI of ``text`` replaced by ``***`` (for logged files such as the resolved config)."""
+    return _URI_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def redact_tree(data: Any, key: str = "") -> Any:
+    """:func:`redact` applied to every value of nested dicts / lists (keys are dotted paths, as in params)."""
+    if isinstance(data, dict):
+        return {k: redact_tree(v, f"{key}.{k}" if key else str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [redact_tree(v, key) for v in data]
+    return redact(key, data)
 
 
 def resolve_tracking_uri(configured: str | None, workdir: str | Path | None = None) -> str:
@@ -140,7 +154,8 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+        """Log ``text`` as an artifact file, with passwords in URIs redacted (resolved configs hold URIs)."""
+        self.client.log_text(run_id, redact_text(text), artifact_file)
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]

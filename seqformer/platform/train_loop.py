@@ -25,6 +25,7 @@ from seqformer.model import build_criterion, build_model, param_groups
 from seqformer.platform.checkpoint import load_checkpoint, save_checkpoint
 from seqformer.platform.config import ExperimentConfig, to_dict, validate
 from seqformer.platform.log import format_seconds, setup_logging
+from seqformer.platform.tracking import redact_tree
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def checkpoint_payload(
     return {
         "model": core.state_dict(),
         "model_config": exp.model.to_dict(),
-        "experiment": to_dict(exp),
+        "experiment": redact_tree(to_dict(exp)),  # the checkpoint becomes an MLflow artifact: no passwords in URIs
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": scheduler.state_dict(),
         "step": state.step,
@@ -148,11 +149,9 @@ def init_from_checkpoint(model: torch.nn.Module, exp: ExperimentConfig) -> None:
     from seqformer.platform.model_source import resolve_checkpoint_payload
 
     payload = resolve_checkpoint_payload(exp.train.init_checkpoint)
-    core = _unwrap(model)
-    state = payload["model"] if isinstance(payload.get("model"), dict) else payload
-    if exp.train.drop_class_head:
-        state = {k: v for k, v in state.items() if "class_embed" not in k}
-    result = core.load_official_state_dict(state, strict=not exp.train.drop_class_head)
+    drop = exp.train.drop_class_head
+    # official pre-training init: class heads removed, the rest loaded with strict=False (mismatches are logged)
+    result = _unwrap(model).load_official_state_dict(payload, strict=not drop, drop_class_head=drop)
     logger.info("initialised from %s (%s)", exp.train.init_checkpoint, result)
 
 
