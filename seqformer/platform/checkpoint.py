@@ -10,6 +10,8 @@ file is a ``torch.save`` dict with only tensors and plain containers, so ``torch
 
 from __future__ import annotations
 
+import argparse
+import collections
 import hashlib
 import logging
 import os
@@ -104,7 +106,9 @@ def safe_torch_load(path: str | Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # official SeqFormer checkpoints also hold their argparse namespace and a Counter: plain data, allowed here
+        with torch.serialization.safe_globals([argparse.Namespace, collections.Counter]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         if "weights_only" in str(err) or "Unsupported global" in str(err):

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from seqformer.model import ModelConfig, build_model
-from seqformer.platform.checkpoint import FORMAT, CheckpointError, load_checkpoint
+from seqformer.platform.checkpoint import CheckpointError, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -20,23 +20,17 @@ def experiment_model_dir(cfg: Any) -> Path:
     return Path(cfg.output_dir) / cfg.name / "model"
 
 
-def _official_config(state: dict[str, torch.Tensor]) -> ModelConfig:
-    """A ModelConfig for an official checkpoint: official defaults, classes and backbone read from the weights."""
-    num_classes = int(state["detr.class_embed.0.bias"].shape[0]) if "detr.class_embed.0.bias" in state else 42
-    backbone = "resnet50"
-    if any(k.startswith("detr.backbone.0.body.layers.") for k in state):
-        backbone = "swin_l"
-    elif "detr.backbone.0.body.layer3.22.conv1.weight" in state:
-        width = state["detr.backbone.0.body.layer1.0.conv1.weight"].shape[0]
-        backbone = "resnext101" if width > 64 else "resnet101"
-    return ModelConfig(backbone=backbone, num_classes=num_classes)
-
-
 def model_from_payload(
     payload: dict[str, Any], source: str, device: str = "cpu"
 ) -> tuple[torch.nn.Module, ModelConfig]:
-    """Build the model a checkpoint payload describes and load its weights strictly."""
-    if payload.get("format") == FORMAT:
+    """Build the model a checkpoint payload describes and load its weights strictly.
+
+    Ours (and ``seqformer convert-checkpoint`` output) carry ``model_config``; an official checkpoint does not, and its
+    config is read from the weights' shapes.
+    """
+    from seqformer.model.checkpoint import extract_model_state, infer_config_fields
+
+    if isinstance(payload.get("model_config"), dict):
         cfg = ModelConfig.from_dict(payload["model_config"])
         model = build_model(cfg)
         try:
@@ -44,10 +38,13 @@ def model_from_payload(
         except RuntimeError as err:
             raise CheckpointError(f"{source}: weights do not fit the model config stored with them: {err}") from None
     else:
-        state = payload["model"] if isinstance(payload.get("model"), dict) else payload
-        cfg = _official_config(state)
+        state = extract_model_state(payload)
+        cfg = ModelConfig.from_dict(infer_config_fields(state))
         model = build_model(cfg)
-        model.load_official_state_dict(state)
+        try:
+            model.load_official_state_dict(state)
+        except ValueError as err:
+            raise CheckpointError(f"{source}: {err}") from None
     return model.to(device).eval(), cfg
 
 
