@@ -27,9 +27,10 @@ CASES = [
 SWEEP_CHANNELS = [30, 32, 64, 71, pytest.param(1025, marks=pytest.mark.slow)]
 TINY = Case(batch=2, heads=2, channels=3, queries=3, levels=((3, 4), (2, 2)), points=2)
 # float32: each output sums 4*L*P products of O(1) numbers in a different order than grid_sample, so errors are a
-# few ulp of the result; location gradients carry a factor w_l or h_l (up to 80 here), hence the looser bound.
+# few ulp of the result. Location gradients are dot products over D channels (up to 71 here) multiplied by w_l or
+# h_l (up to 24), so their float32 rounding reaches ~1e-4 absolute; the reference itself is that far from float64.
 F32_OUT = {"rtol": 1e-5, "atol": 1e-5}
-F32_GRAD = {"rtol": 1e-4, "atol": 1e-4}
+F32_GRAD = {"rtol": 1e-4, "atol": 5e-4}
 
 
 def _grads(fn, inputs: tuple[torch.Tensor, ...], grad_out: torch.Tensor) -> list[torch.Tensor]:
