@@ -73,8 +73,7 @@ def open_tracking(exp: ExperimentConfig, parent_run_id: str | None = None) -> tu
     return tracker, run_id
 
 
-def _fit(exp: ExperimentConfig, config: dict[str, Any], resume: Path | None, callbacks: list[Any]) -> Any:
-    import ray.train
+def _fit(exp: ExperimentConfig, config: dict[str, Any], callbacks: list[Any]) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -105,7 +104,8 @@ def _fit(exp: ExperimentConfig, config: dict[str, Any], resume: Path | None, cal
         run_config=run_config,
         torch_config=TorchConfig(backend="nccl" if exp.resources.use_gpu else "gloo"),
         datasets={"train": training_dataset(exp.data.prepared_dir, shuffle_seed=exp.train.seed)},
-        resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(resume)) if resume else None,
+        # No resume_from_checkpoint: Train V2 raises on it. The same RunConfig(name, storage_path) makes Ray restore
+        # its checkpoint list from storage, and each worker resumes from the newest verified checkpoint there.
     )
     return trainer.fit()
 
@@ -141,7 +141,7 @@ def train_experiment(
     }
     started = time.monotonic()
     try:
-        result = _fit(exp, config, resume, list(callbacks or []))
+        result = _fit(exp, config, list(callbacks or []))
     except Exception:
         if tracking:
             tracking[0].end_run(tracking[1], status="FAILED")

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from seqformer.model import build_criterion, build_model, param_groups
-from seqformer.platform.checkpoint import load_checkpoint, save_checkpoint
+from seqformer.platform.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from seqformer.platform.config import ExperimentConfig, to_dict, validate
 from seqformer.platform.log import format_seconds, setup_logging
 from seqformer.platform.tracking import redact_tree
@@ -171,12 +171,13 @@ def _any_rank(flag: bool, world: int) -> bool:
 
 
 def _resume_payload(exp: ExperimentConfig) -> dict[str, Any] | None:
-    """Latest checkpoint handed to this worker group: Ray Train's own after a worker failure, or the driver's
-    ``resume_from_checkpoint`` (the newest verified checkpoint of an earlier job of the same experiment).
+    """The checkpoint to resume from: Ray Train's latest (after a worker failure, or restored from the snapshot in
+    ``storage_path/<name>/`` when a job of the same experiment is run again), or a newer verified one in storage.
 
     Ray Train registers a reported checkpoint only when its controller next polls the worker (every ~2 s): a worker
-    killed in between leaves a complete, newer checkpoint under ``storage_path/<name>/`` that ``get_checkpoint()``
-    does not return. The newest verified checkpoint in storage is used when it is ahead of Ray's.
+    or job killed in between leaves a complete, newer checkpoint under ``storage_path/<name>/`` that
+    ``get_checkpoint()`` does not return. The newest checkpoint in storage that passes its checksum is used when it
+    is ahead of Ray's, or when Ray's fails its checksum.
     """
     import ray.train
 
@@ -185,8 +186,12 @@ def _resume_payload(exp: ExperimentConfig) -> dict[str, Any] | None:
     checkpoint = ray.train.get_checkpoint()
     payload = None
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            payload = load_checkpoint(folder)
+        try:
+            with checkpoint.as_directory() as folder:
+                payload = load_checkpoint(folder)
+        except CheckpointError as err:
+            logger.warning("checkpoint %s from Ray Train is unusable (%s); using the newest good one", checkpoint.path,
+                           err)
     stored = latest_good_checkpoint(exp)
     if stored is not None and (checkpoint is None or Path(checkpoint.path).resolve() != stored.resolve()):
         newer = load_checkpoint(stored)
