@@ -4,22 +4,28 @@ Official rules reproduced here: every result must name a ground-truth video (els
 ``id``/``iscrowd`` in results are ignored; a frame is present when its entry is truthy (an RLE of an empty mask is
 present with area 0); a track's area for area ranges is the mean of its non-zero frame areas; results in categories
 missing from the ground truth are dropped.
+
+Two ways in, one result: :func:`parse_results` takes parsed JSON (a list of dicts), :func:`read_results_file` reads a
+file with the compiled reader, which never builds a Python object per frame, and hands files of any other shape to
+the general path.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import numbers
 from collections import defaultdict
 from dataclasses import dataclass
-from itertools import compress
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from seqformer.pipelines.evaluation import rle as rle_utils
+from seqformer.pipelines.evaluation._extension import load
+from seqformer.pipelines.evaluation.frames import FrameTable, build_table
 from seqformer.pipelines.evaluation.ground_truth import GroundTruth
-from seqformer.pipelines.evaluation.io import Problems
+from seqformer.pipelines.evaluation.io import PathLike, Problems, load_json
 
 logger = logging.getLogger(__name__)
 
@@ -28,23 +34,57 @@ REQUIRED_KEYS = ("video_id", "category_id", "score", "segmentations")
 
 @dataclass
 class Detections:
-    """Validated results, all frames of all entries laid end to end.
+    """Validated results.
 
     Attributes:
+        video_ids: per entry its video id; category_ids: per entry its category id.
         scores: float64 ``[num_entries]``.
-        segs: per entry its per-frame list (RLE dict or None).
-        frame_areas: per entry an int64 array of mask areas (0 for absent frames).
+        frames: the masks, one owner per entry (areas filled).
         avg_areas: float64 ``[num_entries]`` mean of the non-zero frame areas (0 if none).
-        odd_sizes: entry -> {frame: (h, w)} for frames whose mask size differs from the video's.
         groups: (video id, category id) -> entry indices in file order (known categories only).
     """
 
+    video_ids: list[Any]
+    category_ids: list[Any]
     scores: np.ndarray
-    segs: list[list[Any]]
-    frame_areas: list[np.ndarray]
+    frames: FrameTable
     avg_areas: np.ndarray
-    odd_sizes: dict[int, dict[int, tuple[int, int]]]
     groups: dict[tuple[Any, Any], list[int]]
+
+
+def read_results_file(path: PathLike, gt: GroundTruth, problems: Problems, source: str | None = None) -> Detections:
+    """Read and validate a results ``.json`` / ``.json.gz`` file (see :func:`parse_results` for the rules).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not JSON or cannot be scored.
+    """
+    path = Path(path)
+    source = source or str(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"results file {str(path)!r} does not exist; pass the path of a YouTube-VIS .json/.json.gz"
+        )
+    with path.open("rb") as handle:
+        buf = bytearray(path.stat().st_size)
+        handle.readinto(buf)
+    if buf[:2] == b"\x1f\x8b":
+        try:
+            buf = bytearray(gzip.decompress(buf))
+        except (OSError, EOFError) as err:
+            raise ValueError(f"results file {str(path)!r} is not valid JSON (gzip): {err}") from err
+    parsed = load().read_results(buf)
+    if isinstance(parsed, str):
+        logger.info("%s: read with the general JSON parser (%s)", source, parsed)
+        return parse_results(load_json(path, "results file"), gt, problems, source)
+    video_ids, category_ids = (np.frombuffer(b, dtype=np.int64).tolist() for b in parsed[:2])
+    scores = np.frombuffer(parsed[2], dtype=np.float64).copy()
+    offsets, start, length, height, width = (np.frombuffer(b, dtype=np.int64).copy() for b in parsed[3:])
+    for index, video_id in enumerate(video_ids):
+        if video_id not in gt.videos:
+            raise ValueError(_unknown_video(source, index, video_id))
+    table = FrameTable(buf, start, length, height, width, np.zeros(len(start), np.int64), offsets)
+    return _finish(video_ids, category_ids, scores, table, gt, problems, source)
 
 
 def parse_results(results: Any, gt: GroundTruth, problems: Problems, source: str = "results") -> Detections:
@@ -66,47 +106,56 @@ def parse_results(results: Any, gt: GroundTruth, problems: Problems, source: str
         raise ValueError(
             f"{source}: the results list is empty; there is nothing to score (write at least one prediction per video)"
         )
-    groups: dict[tuple[Any, Any], list[int]] = defaultdict(list)
-    odd_sizes: dict[int, dict[int, tuple[int, int]]] = {}
+    frames: list[list[tuple[int, int, str] | None]] = []
     for index, entry in enumerate(results):
         _check_entry(entry, index, gt, source)
-        video = gt.videos[entry["video_id"]]
         where = f"{source}[{index}] (video_id={entry['video_id']!r})"
-        if entry["category_id"] in gt.category_names:
-            groups[(entry["video_id"], entry["category_id"])].append(index)
-        else:
-            problems.warn(
-                f"{where}: category_id {entry['category_id']!r} is not a ground-truth category; the "
-                "official evaluator drops this prediction"
-            )
-        segs = entry["segmentations"]
-        if video.length is not None and len(segs) != video.length:
-            problems.warn(
-                f"{where}: {len(segs)} segmentations for a video of {video.length} frames; frames are "
-                "paired up to the shorter of the two lists, as in the official evaluator"
-            )
-        size = [video.height, video.width]
-        try:
-            odd = [frame for frame, seg in enumerate(segs) if seg and seg["size"] != size]
-        except (TypeError, KeyError, IndexError):
-            odd = list(range(len(segs)))  # let the careful check below name the problem
-        if odd:
-            odd_sizes[index] = _check_frames(segs, odd, video, where)
-            if odd_sizes[index]:
-                problems.warn(
-                    f"{where}: masks of size {sorted(set(odd_sizes[index].values()))} in a "
-                    f"{video.height}x{video.width} video (frames {sorted(odd_sizes[index])[:10]}); such frames "
-                    "add nothing to intersection or union where the ground truth is present"
-                )
-            else:
-                del odd_sizes[index]
-        score = entry["score"]
-        if not np.isfinite(score):
-            problems.warn(f"{where}: score {score!r} is not finite")
-    segs_lists = [entry["segmentations"] for entry in results]
-    frame_areas, avg_areas = _frame_areas(segs_lists, results, gt, source)
+        frames.append([_frame(seg, where, f) if seg else None for f, seg in enumerate(entry["segmentations"])])
+    table = build_table(frames)
+    video_ids = [entry["video_id"] for entry in results]
+    category_ids = [entry["category_id"] for entry in results]
     scores = np.array([float(entry["score"]) for entry in results], dtype=np.float64)
-    return Detections(scores, segs_lists, frame_areas, avg_areas, odd_sizes, dict(groups))
+    return _finish(video_ids, category_ids, scores, table, gt, problems, source)
+
+
+def _frame(seg: Any, where: str, frame: int) -> tuple[int, int, str]:
+    """``(height, width, counts)`` of one present frame, or a ValueError naming it."""
+    if type(seg) is dict:
+        size, counts = seg.get("size"), seg.get("counts")
+        if type(counts) is str and type(size) is list and len(size) == 2 and counts.isascii():
+            height, width = size
+            if type(height) is int and type(width) is int and height >= 0 and width >= 0:
+                return height, width, counts
+    if not isinstance(seg, dict) or "size" not in seg or "counts" not in seg:
+        raise ValueError(
+            f"{where} frame {frame}: expected a compressed RLE {{'size': [h, w], 'counts': str}} or null, "
+            f"got {seg!r:.100}"
+        )
+    size, counts = seg["size"], seg["counts"]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v >= 0 for v in size)):
+        raise ValueError(f"{where} frame {frame}: RLE 'size' must be [height, width], got {size!r:.100}")
+    if isinstance(counts, list):
+        raise ValueError(
+            f"{where} frame {frame}: 'counts' is an uncompressed list; results need compressed RLE "
+            "strings (encode with pycocotools.mask.encode or seqformer's results writer)"
+        )
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii", "replace")
+    if not isinstance(counts, str):
+        raise ValueError(f"{where} frame {frame}: 'counts' must be a compressed RLE string, got {counts!r:.60}")
+    if not counts.isascii():
+        raise ValueError(
+            f"{where} frame {frame}: RLE cannot be decoded: characters outside '0'..'o' in compressed counts "
+            f"{counts[:40]!r}"
+        )
+    return int(size[0]), int(size[1]), counts
+
+
+def _unknown_video(source: str, index: int, video_id: Any) -> str:
+    return (
+        f"{source}[{index}]: video_id {video_id!r} is not a video of the ground truth; results "
+        "must only name ground-truth videos (is this the right annotation file?)"
+    )
 
 
 def _check_entry(entry: Any, index: int, gt: GroundTruth, source: str) -> None:
@@ -125,10 +174,7 @@ def _check_entry(entry: Any, index: int, gt: GroundTruth, source: str) -> None:
     except TypeError:
         known = False
     if not known:
-        raise ValueError(
-            f"{source}[{index}]: video_id {entry['video_id']!r} is not a video of the ground truth; results "
-            "must only name ground-truth videos (is this the right annotation file?)"
-        )
+        raise ValueError(_unknown_video(source, index, entry["video_id"]))
     if not isinstance(entry["score"], numbers.Real):
         raise ValueError(
             f"{source}[{index}] (video_id={entry['video_id']!r}): score must be a number, got {entry['score']!r:.50}"
@@ -140,93 +186,73 @@ def _check_entry(entry: Any, index: int, gt: GroundTruth, source: str) -> None:
         )
 
 
-def _check_frames(segs: list[Any], frames: list[int], video: Any, where: str) -> dict[int, tuple[int, int]]:
-    """Check the given frames' RLE structure; returns frame -> size for masks whose size is not the video's."""
-    odd: dict[int, tuple[int, int]] = {}
-    for frame in frames:
-        seg = segs[frame]
-        if not seg:
-            continue
-        if not isinstance(seg, dict) or "size" not in seg or "counts" not in seg:
-            raise ValueError(
-                f"{where} frame {frame}: expected a compressed RLE {{'size': [h, w], 'counts': str}} or "
-                f"null, got {seg!r:.100}"
-            )
-        size = seg["size"]
-        if not (
-            isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v >= 0 for v in size)
-        ):
-            raise ValueError(f"{where} frame {frame}: RLE 'size' must be [height, width], got {size!r:.100}")
-        if (size[0], size[1]) != (video.height, video.width):
-            odd[frame] = (int(size[0]), int(size[1]))
-    return odd
-
-
-def offsets_of(lengths: list[int]) -> np.ndarray:
-    """int64 ``[len(lengths) + 1]`` start of each list when the lists are laid end to end."""
-    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-
-
-def _frame_areas(
-    segs_lists: list[list[Any]],
-    results: list[Any],
+def _finish(
+    video_ids: list[Any],
+    category_ids: list[Any],
+    scores: np.ndarray,
+    table: FrameTable,
     gt: GroundTruth,
+    problems: Problems,
     source: str,
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per-entry frame areas and mean non-zero areas, after checking every present RLE decodes."""
-    lengths = [len(segs) for segs in segs_lists]
-    flat = [seg for segs in segs_lists for seg in segs]
-    present = np.fromiter(map(bool, flat), dtype=bool, count=len(flat))
-    present_segs = list(compress(flat, present))
-    owner = np.repeat(np.arange(len(segs_lists)), lengths)[present]
-    try:
-        counts = [seg["counts"] for seg in present_segs]
-        bad = rle_utils.check_compressed_many(counts)
-    except (TypeError, KeyError):  # a frame that is not a dict, lacks counts, or has non-str counts
-        counts = [seg.get("counts") if isinstance(seg, dict) else None for seg in present_segs]
-        counts = [c.decode("ascii", "replace") if isinstance(c, bytes) else c for c in counts]
-        wrong_type = [i for i, c in enumerate(counts) if type(c) is not str]
-        bad = wrong_type[0] if wrong_type else rle_utils.check_compressed_many(counts)
+) -> Detections:
+    """Areas (checking every mask decodes), warnings for what the official evaluator accepts silently, groups."""
+    bad = table.compute_areas()
     if bad is not None:
-        _raise_bad_rle(results, segs_lists, int(owner[bad]), source)
-    present_areas = rle_utils.areas(present_segs)
-    limits = np.array([gt.videos[e["video_id"]].height * gt.videos[e["video_id"]].width for e in results])
-    too_big = np.flatnonzero(present_areas > limits[owner])
-    for position in too_big:  # a mask of another size than the video's may legitimately be larger
-        height, width = present_segs[position]["size"]
-        if present_areas[position] > int(height) * int(width):
-            _raise_bad_rle(results, segs_lists, int(owner[position]), source)
-    all_areas = np.zeros(len(flat), dtype=np.int64)
-    all_areas[present] = present_areas
-    offsets = offsets_of(lengths)
-    nonzero = all_areas > 0
-    sums = np.add.reduceat(np.append(all_areas, 0), offsets[:-1]) if len(flat) else np.zeros(len(lengths))
-    nums = np.add.reduceat(np.append(nonzero, False).astype(np.int64), offsets[:-1]) if len(flat) else sums
-    empty = np.asarray(lengths) == 0  # reduceat gives the next element for empty slices
-    sums, nums = np.where(empty, 0, sums), np.where(empty, 0, nums)
-    avg_areas = np.divide(sums.astype(np.float64), nums, out=np.zeros(len(lengths)), where=nums > 0)
-    frame_areas = [all_areas[offsets[i] : offsets[i + 1]] for i in range(len(lengths))]
-    return frame_areas, avg_areas
+        index = int(np.searchsorted(table.offsets, bad, side="right")) - 1
+        raise ValueError(
+            f"{source}[{index}] (video_id={video_ids[index]!r}) frame {bad - int(table.offsets[index])}: "
+            f"RLE cannot be decoded: {table.invalid_reason(bad)}"
+        )
+    _warn(video_ids, category_ids, scores, table, gt, problems, source)
+    groups: dict[tuple[Any, Any], list[int]] = defaultdict(list)
+    for index, key in enumerate(zip(video_ids, category_ids)):
+        if key[1] in gt.category_names:
+            groups[key].append(index)
+    counts = table.frame_counts()
+    owner = np.repeat(np.arange(len(counts)), counts)
+    sums = np.bincount(owner, weights=table.area, minlength=len(counts))
+    nonzero = np.bincount(owner, weights=table.area > 0, minlength=len(counts))
+    avg_areas = np.divide(sums, nonzero, out=np.zeros(len(counts)), where=nonzero > 0)
+    return Detections(video_ids, category_ids, scores, table, avg_areas, dict(groups))
 
 
-def _raise_bad_rle(results: list[Any], segs_lists: list[list[Any]], index: int, source: str) -> None:
-    """Find the first undecodable frame of entry ``index`` and raise a ValueError naming it."""
-    where = f"{source}[{index}] (video_id={results[index]['video_id']!r})"
-    for frame, seg in enumerate(segs_lists[index]):
-        if not seg:
-            continue
-        counts = seg.get("counts") if isinstance(seg, dict) else None
-        if isinstance(counts, list):
-            raise ValueError(
-                f"{where} frame {frame}: 'counts' is an uncompressed list; results need compressed RLE "
-                "strings (encode with pycocotools.mask.encode or seqformer's results writer)"
+def _warn(
+    video_ids: list[Any],
+    category_ids: list[Any],
+    scores: np.ndarray,
+    table: FrameTable,
+    gt: GroundTruth,
+    problems: Problems,
+    source: str,
+) -> None:
+    counts = table.frame_counts().tolist()
+    videos = [gt.videos[v] for v in video_ids]
+    present = table.start >= 0
+    video_h = np.repeat([v.height for v in videos], counts)
+    video_w = np.repeat([v.width for v in videos], counts)
+    odd = present & ((table.height != video_h) | (table.width != video_w))
+    odd_owners = set(np.searchsorted(table.offsets, np.flatnonzero(odd), side="right") - 1)
+    finite = np.isfinite(scores)
+    for index, (video_id, category_id, video) in enumerate(zip(video_ids, category_ids, videos)):
+        where = f"{source}[{index}] (video_id={video_id!r})"
+        if category_id not in gt.category_names:
+            problems.warn(
+                f"{where}: category_id {category_id!r} is not a ground-truth category; the "
+                "official evaluator drops this prediction"
             )
-        if not isinstance(counts, (str, bytes)):
-            raise ValueError(f"{where} frame {frame}: 'counts' must be a compressed RLE string, got {counts!r:.60}")
-        try:
-            reason = rle_utils.check_runs(rle_utils.decode_counts(counts), seg["size"])
-        except ValueError as err:
-            reason = str(err)
-        if reason is not None:
-            raise ValueError(f"{where} frame {frame}: RLE cannot be decoded: {reason}")
-    raise ValueError(f"{where}: an RLE cannot be decoded")
+        if video.length is not None and counts[index] != video.length:
+            problems.warn(
+                f"{where}: {counts[index]} segmentations for a video of {video.length} frames; frames are "
+                "paired up to the shorter of the two lists, as in the official evaluator"
+            )
+        if index in odd_owners:
+            first = int(table.offsets[index])
+            frames = np.flatnonzero(odd[first : first + counts[index]])
+            sizes = sorted({(int(table.height[first + f]), int(table.width[first + f])) for f in frames})
+            problems.warn(
+                f"{where}: masks of size {sizes} in a {video.height}x{video.width} video (frames "
+                f"{frames[:10].tolist()}); such frames add nothing to intersection or union where the ground truth "
+                "is present"
+            )
+        if not finite[index]:
+            problems.warn(f"{where}: score {scores[index]!r} is not finite")

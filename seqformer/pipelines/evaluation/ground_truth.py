@@ -17,6 +17,7 @@ import numpy as np
 from pycocotools import _mask as coco_mask
 
 from seqformer.pipelines.evaluation import rle as rle_utils
+from seqformer.pipelines.evaluation.frames import FrameTable, build_table
 from seqformer.pipelines.evaluation.io import Problems
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ class GtTrack:
         ignore: ``iscrowd`` is truthy: the track is never counted as a positive.
         avg_area: mean of the non-null, non-zero entries of ``areas`` (0 if none).
         segs: per frame a compressed RLE dict, or None where the instance is absent.
-        frame_areas: int64 ``[len(segs)]`` mask pixel counts (0 where absent).
         odd_sizes: frame -> (h, w) for frames whose mask size differs from the video's.
+        index: the track's owner index in :attr:`GroundTruth.frames`.
     """
 
     ann_id: Any
@@ -51,8 +52,8 @@ class GtTrack:
     ignore: bool
     avg_area: float
     segs: list[dict[str, Any] | None]
-    frame_areas: np.ndarray
     odd_sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
+    index: int = -1
 
 
 @dataclass
@@ -66,6 +67,7 @@ class GroundTruth:
         category_names: category id -> name.
         tracks: (video id, category id) -> tracks in official order.
         problems: warnings raised while parsing.
+        frames: the masks of all tracks, one owner per track (see :attr:`GtTrack.index`), areas filled.
     """
 
     videos: dict[Any, Video]
@@ -74,6 +76,7 @@ class GroundTruth:
     category_names: dict[Any, str]
     tracks: dict[tuple[Any, Any], list[GtTrack]]
     problems: list[str]
+    frames: FrameTable
 
 
 def parse_ground_truth(data: Any, problems: Problems | None = None, source: str = "ground truth") -> GroundTruth:
@@ -135,8 +138,8 @@ def parse_ground_truth(data: Any, problems: Problems | None = None, source: str 
             if id(kept) not in parsed:
                 parsed[id(kept)] = _parse_track(kept, index_of[id(kept)], videos, problems, source)
             tracks[(kept["video_id"], kept["category_id"])].append(parsed[id(kept)])
-    _fill_frame_areas(list(parsed.values()))
-    return GroundTruth(videos, video_ids, category_ids, category_names, dict(tracks), problems.messages)
+    frames = _frame_table(list(parsed.values()))
+    return GroundTruth(videos, video_ids, category_ids, category_names, dict(tracks), problems.messages, frames)
 
 
 def _parse_videos(entries: list[Any], source: str) -> dict[Any, Video]:
@@ -195,7 +198,7 @@ def _parse_track(ann: dict[str, Any], index: int, videos: dict[Any, Video], prob
         avg_area = float(np.array(listed).mean()) if listed else 0.0
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: 'areas' must hold numbers or null, got {ann['areas']!r:.200}") from err
-    track = GtTrack(ann["id"], bool(int(iscrowd)), bool(iscrowd), avg_area, [], np.zeros(0, np.int64))
+    track = GtTrack(ann["id"], bool(int(iscrowd)), bool(iscrowd), avg_area, [])
     uncompressed: list[int] = []
     for frame, seg in enumerate(ann["segmentations"]):
         track.segs.append(_checked_rle(seg, video, f"{where} frame {frame}") if seg else None)
@@ -247,8 +250,13 @@ def _checked_rle(seg: Any, video: Video, where: str) -> dict[str, Any]:
     raise ValueError(f"{where}: RLE cannot be decoded: {reason}")
 
 
-def _fill_frame_areas(tracks: list[GtTrack]) -> None:
-    present = [seg for track in tracks for seg in track.segs if seg is not None]
-    flat = iter(rle_utils.areas(present).tolist())
-    for track in tracks:
-        track.frame_areas = np.array([next(flat) if seg is not None else 0 for seg in track.segs], dtype=np.int64)
+def _frame_table(tracks: list[GtTrack]) -> FrameTable:
+    """The masks of all tracks in one table (track ``k`` is owner ``k``), with areas."""
+    for index, track in enumerate(tracks):
+        track.index = index
+    table = build_table(
+        [[(int(s["size"][0]), int(s["size"][1]), s["counts"]) if s else None for s in t.segs] for t in tracks]
+    )
+    bad = table.compute_areas()
+    assert bad is None, f"GT frame {bad} passed the RLE checks but does not decode: {table.invalid_reason(bad)}"
+    return table

@@ -1,4 +1,4 @@
-"""Run-length encoded (RLE) masks: validation, areas and conversions on top of pycocotools.
+"""Run-length encoded (RLE) masks: decoding for messages, and conversions on top of pycocotools.
 
 YouTube-VIS stores one mask per frame as a COCO RLE: ``{"size": [h, w], "counts": ...}`` with the runs in column-major
 order, starting with a run of zeros. ``counts`` is either a list of ints ("uncompressed", used by the ground truth) or
@@ -18,25 +18,7 @@ from pycocotools import _mask as coco_mask
 
 logger = logging.getLogger(__name__)
 
-# pycocotools 2.0.11's ``area`` counts its input in a uint8 under NumPy 2, so it fails on more than 255 masks at once.
-_AREA_CHUNK = 255
 _FIRST_CHAR, _LAST_CHAR = 48, 111
-_VALID_CHARS = bytes(range(_FIRST_CHAR, _LAST_CHAR + 1))
-
-
-def areas(rles: Sequence[dict[str, Any]]) -> np.ndarray:
-    """Pixel counts of compressed RLEs, computed in C.
-
-    Args:
-        rles: compressed RLE dicts (``counts`` a str or bytes).
-
-    Returns:
-        int64 ``[len(rles)]`` mask areas.
-    """
-    out = np.zeros(len(rles), dtype=np.int64)
-    for start in range(0, len(rles), _AREA_CHUNK):
-        out[start : start + _AREA_CHUNK] = coco_mask.area(list(rles[start : start + _AREA_CHUNK]))
-    return out
 
 
 def decode_counts(counts: str | bytes) -> np.ndarray:
@@ -79,45 +61,6 @@ def check_runs(runs: Sequence[int] | np.ndarray, size: Sequence[int]) -> str | N
     if int(runs.sum()) != height * width:
         return f"run lengths sum to {int(runs.sum())}, not height*width = {height * width}"
     return None
-
-
-def check_compressed_many(counts: Sequence[str], chunk_chars: int = 1 << 23) -> int | None:
-    """Index of the first compressed string that cannot be decoded (bad characters, ends inside a run), or None.
-
-    Vectorised over the concatenated strings, in chunks of about ``chunk_chars`` characters to bound memory. It does not
-    check that the runs add up to the mask size (that needs a full decode, see :func:`decode_counts`).
-
-    Raises:
-        TypeError: an entry is not a str.
-    """
-    if not counts:
-        return None
-    lengths = np.fromiter(map(len, counts), dtype=np.int64, count=len(counts))
-    bounds = np.searchsorted(np.cumsum(lengths), np.arange(chunk_chars, int(lengths.sum()), chunk_chars))
-    edges = [0, *sorted(set(bounds.tolist()) - {0, len(counts)}), len(counts)]
-    for start, stop in zip(edges[:-1], edges[1:]):
-        bad = _check_chunk(counts[start:stop], lengths[start:stop])
-        if bad is not None:
-            return start + bad
-    return None
-
-
-def _check_chunk(counts: Sequence[str], lengths: np.ndarray) -> int | None:
-    joined = "".join(counts)  # TypeError on a non-str entry
-    if lengths.min() == 0:
-        return int(np.argmin(lengths))
-    try:
-        raw = joined.encode("ascii")
-    except UnicodeEncodeError:
-        return next(i for i, text in enumerate(counts) if not text.isascii())
-    ends = np.cumsum(lengths) - 1
-    # The last character must not say "more groups follow"; only those characters are gathered.
-    bad = ((np.frombuffer(raw, dtype=np.uint8)[ends] - np.uint8(_FIRST_CHAR)) & 0x20) != 0
-    if raw.translate(None, _VALID_CHARS):  # one C pass: anything left is outside '0'..'o'
-        data = np.frombuffer(raw, dtype=np.uint8)
-        bad_char = np.flatnonzero((data < _FIRST_CHAR) | (data > _LAST_CHAR))
-        bad[np.searchsorted(ends, bad_char)] = True
-    return int(np.argmax(bad)) if bad.any() else None
 
 
 def compress(rle: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from seqformer.pipelines.evaluation import accumulate as acc
 from seqformer.pipelines.evaluation import rle as rle_utils
-from seqformer.pipelines.evaluation.detections import Detections, parse_results
+from seqformer.pipelines.evaluation.detections import Detections, parse_results, read_results_file
 from seqformer.pipelines.evaluation.ground_truth import GroundTruth, GtTrack, parse_ground_truth
 from seqformer.pipelines.evaluation.io import PathLike, Problems, load_json
 from seqformer.pipelines.evaluation.video_iou import video_ious
@@ -52,9 +52,10 @@ def evaluate_files(gt_path: PathLike, results_path: PathLike, strict: bool = Fal
         FileNotFoundError: a file is missing.
         ValueError: a file is not JSON or cannot be scored.
     """
-    gt_data = load_json(gt_path, "ground-truth file")
-    results = load_json(results_path, "results file")
-    return evaluate(gt_data, results, strict=strict, gt_source=str(gt_path), results_source=str(results_path))
+    problems = Problems(strict)
+    gt = parse_ground_truth(load_json(gt_path, "ground-truth file"), problems, str(gt_path))
+    dets = read_results_file(results_path, gt, problems, str(results_path))
+    return _score(gt, dets, problems)
 
 
 def evaluate(
@@ -72,6 +73,10 @@ def evaluate(
     else:
         problems.messages.extend(gt.problems)
     dets = parse_results(results, gt, problems, results_source)
+    return _score(gt, dets, problems)
+
+
+def _score(gt: GroundTruth, dets: Detections, problems: Problems) -> dict[str, Any]:
     precision, recall = _precision_recall(gt, dets)
     summary: dict[str, Any] = acc.summarize(precision, recall)
     summary["per_category"] = _per_category(gt, precision, recall)
@@ -145,17 +150,22 @@ def _precision_recall(gt: GroundTruth, dets: Detections) -> tuple[np.ndarray, np
     dt_outside = np.stack([acc.out_of_range(dets.avg_areas, area) for area in areas])  # [A, num_entries]
     per_category: list[list[list[acc.PairResult]]] = [[[] for _ in areas] for _ in gt.category_ids]
     category_index = {c: k for k, c in enumerate(gt.category_ids)}
-    for video_id in gt.video_ids:
-        categories = [c for c in gt.category_ids if (video_id, c) in ranked or (video_id, c) in gt.tracks]
-        if not categories:
-            continue
-        ious = _ious_by_category(gt, dets, video_id, categories, ranked)
-        for category in categories:
-            rows = ranked.get((video_id, category), [])
-            tracks = gt.tracks.get((video_id, category), [])
-            results = _pair_results(dets, rows, tracks, ious.get(category), areas, dt_outside)
-            for a, result in enumerate(results):
-                per_category[category_index[category]][a].append(result)
+    keys = [
+        (video_id, c)
+        for video_id in gt.video_ids
+        for c in gt.category_ids
+        if (video_id, c) in ranked or (video_id, c) in gt.tracks
+    ]
+    both = [key for key in keys if key in ranked and key in gt.tracks]
+    # One compiled call for every (video, category) with predictions and tracks; pairs across categories are never
+    # used, so they are never computed.
+    blocks = video_ious(dets, gt, [(ranked[key], [t.index for t in gt.tracks[key]]) for key in both])
+    ious = dict(zip(both, blocks))
+    for key in keys:
+        rows, tracks = ranked.get(key, []), gt.tracks.get(key, [])
+        results = _pair_results(dets, rows, tracks, ious.get(key), areas, dt_outside)
+        for a, result in enumerate(results):
+            per_category[category_index[key[1]]][a].append(result)
     return acc.accumulate(per_category)
 
 
@@ -166,18 +176,6 @@ def _rank(gt: GroundTruth, dets: Detections) -> dict[tuple[Any, Any], list[int]]
         order = np.argsort(-dets.scores[indices], kind="mergesort")[:MAX_PER_PAIR]
         ranked[key] = [indices[i] for i in order]
     return ranked
-
-
-def _ious_by_category(
-    gt: GroundTruth, dets: Detections, video_id: Any, categories: list[Any], ranked: dict[tuple[Any, Any], list[int]]
-) -> dict[Any, np.ndarray]:
-    """Video IoU blocks ``[D_c, G_c]`` for the categories of one video that have both predictions and tracks."""
-    # One call per category: pairs across categories are never used, so their mask walks would be wasted.
-    return {
-        c: video_ious(dets, ranked[(video_id, c)], gt.tracks[(video_id, c)])
-        for c in categories
-        if (video_id, c) in ranked and (video_id, c) in gt.tracks
-    }
 
 
 def _pair_results(

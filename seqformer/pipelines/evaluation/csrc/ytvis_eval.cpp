@@ -1,0 +1,687 @@
+// Compiled helpers of the YouTube-VIS evaluator: compressed-RLE decoding, exact video IoU sums, results-file reading.
+//
+// Written against the Python C API only (no torch or numpy headers), so the built module imports without torch.
+// Arrays travel as buffer-protocol objects (numpy arrays, bytes, bytearray); outputs are written into arrays that
+// the caller allocates, or returned as bytes.
+//
+// Compressed RLE ("counts" string, pycocotools' format): each run is written as 5-bit groups in characters '0'..'o'
+// (value + 48), least significant group first; bit 0x20 of a group means "more groups follow", bit 0x10 of the last
+// group is the sign. From the fourth run on, the stored value is the difference to the run two places earlier. Runs
+// alternate background / foreground in column-major order, starting with background.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace {
+
+enum Status : int8_t { kOk = 0, kBadChar = 1, kUnterminated = 2, kNegative = 3, kBadSum = 4, kTooLong = 5 };
+
+// Runs of one compressed string; returns a Status. Checks characters, termination and group count (a valid run of
+// a mask below 2**35 pixels needs at most 7 groups; 12 keeps the shift inside 64 bits).
+int decode_runs(const uint8_t* s, int64_t n, std::vector<int64_t>& runs) {
+  runs.clear();
+  int64_t p = 0;
+  while (p < n) {
+    int64_t x = 0;
+    int k = 0;
+    bool more = true;
+    while (more) {
+      if (p >= n) return kUnterminated;
+      const int c = static_cast<int>(s[p]) - 48;
+      if (c < 0 || c > 63) return kBadChar;
+      if (k >= 12) return kTooLong;
+      x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
+      more = (c & 0x20) != 0;
+      ++p;
+      ++k;
+      if (!more && (c & 0x10)) x |= static_cast<int64_t>(~((uint64_t{1} << (5 * k)) - 1));
+    }
+    if (runs.size() > 2) x += runs[runs.size() - 2];
+    runs.push_back(x);
+  }
+  return kOk;
+}
+
+// Validates runs against the mask size; sets the area (pixels of the odd runs).
+int check_runs(const std::vector<int64_t>& runs, int64_t height, int64_t width, int64_t& area) {
+  int64_t total = 0;
+  area = 0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if (runs[i] < 0) return kNegative;
+    total += runs[i];
+    if (i & 1) area += runs[i];
+  }
+  return total == height * width ? kOk : kBadSum;
+}
+
+// Appends the foreground intervals [begin, end) of valid runs, as begin, end pairs.
+void append_intervals(const std::vector<int64_t>& runs, std::vector<int64_t>& out) {
+  int64_t position = 0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if ((i & 1) && runs[i] > 0) {
+      out.push_back(position);
+      out.push_back(position + runs[i]);
+    }
+    position += runs[i];
+  }
+}
+
+// Pixels in both of two sorted disjoint interval lists (na and nb intervals).
+int64_t intersection(const int64_t* a, int64_t na, const int64_t* b, int64_t nb) {
+  if (na == 0 || nb == 0 || a[2 * na - 1] <= b[0] || b[2 * nb - 1] <= a[0]) return 0;
+  // Skip the intervals of each list that end before the other list starts.
+  int64_t i = 0, j = 0;
+  {
+    int64_t lo = 0, hi = na;
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      if (a[2 * mid + 1] <= b[0]) lo = mid + 1; else hi = mid;
+    }
+    i = lo;
+    lo = 0, hi = nb;
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      if (b[2 * mid + 1] <= a[0]) lo = mid + 1; else hi = mid;
+    }
+    j = lo;
+  }
+  int64_t total = 0;
+  while (i < na && j < nb) {
+    const int64_t a0 = a[2 * i], a1 = a[2 * i + 1], b0 = b[2 * j], b1 = b[2 * j + 1];
+    const int64_t lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
+    if (hi > lo) total += hi - lo;
+    if (a1 < b1) ++i; else ++j;
+  }
+  return total;
+}
+
+// ------------------------------------------------------------------------------------------------ buffer helpers
+struct Buffer {
+  Py_buffer view{};
+  bool held = false;
+  ~Buffer() {
+    if (held) PyBuffer_Release(&view);
+  }
+  int64_t size() const { return view.len / view.itemsize; }
+  template <typename T> T* data() const { return static_cast<T*>(view.buf); }
+};
+
+// kind: 'i' signed integer, 'f' float, 'b' bytes.
+bool acquire(PyObject* obj, Buffer& out, Py_ssize_t itemsize, char kind, bool writable, const char* name) {
+  const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+  if (PyObject_GetBuffer(obj, &out.view, flags) != 0) {
+    PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous%s buffer", name, writable ? " writable" : "");
+    return false;
+  }
+  out.held = true;
+  const char* format = out.view.format ? out.view.format : "B";
+  const char code = format[std::strlen(format) - 1];
+  const bool ok_kind = kind == 'i' ? (code == 'l' || code == 'q' || code == 'i' || code == 'b')
+                       : kind == 'f' ? code == 'd'
+                                     : (code == 'B' || code == 'b' || code == 'c');
+  if (out.view.itemsize != itemsize || !ok_kind) {
+    PyErr_Format(PyExc_TypeError, "%s: expected %zd-byte items of kind '%c', got format '%s' with %zd-byte items",
+                 name, itemsize, kind, format, out.view.itemsize);
+    return false;
+  }
+  return true;
+}
+
+bool check_size(const Buffer& b, int64_t expected, const char* name) {
+  if (b.size() != expected) {
+    PyErr_Format(PyExc_ValueError, "%s: expected %lld items, got %lld", name, static_cast<long long>(expected),
+                 static_cast<long long>(b.size()));
+    return false;
+  }
+  return true;
+}
+
+// ------------------------------------------------------------------------------------------------ rle_areas
+const char* kRleAreasDoc =
+    "rle_areas(buf, start, length, height, width, area_out, status_out) -> int\n\n"
+    "Decodes the compressed strings buf[start[i]:start[i]+length[i]] and writes their areas (int64) and a status\n"
+    "(int8: 0 ok, 1 bad character, 2 ends inside a run, 3 negative run, 4 runs do not sum to height*width,\n"
+    "5 too many groups in one run). Returns the index of the first bad string, or -1.";
+
+PyObject* rle_areas(PyObject*, PyObject* args) {
+  PyObject *o_buf, *o_start, *o_len, *o_h, *o_w, *o_area, *o_status;
+  if (!PyArg_ParseTuple(args, "OOOOOOO", &o_buf, &o_start, &o_len, &o_h, &o_w, &o_area, &o_status)) return nullptr;
+  Buffer buf, start, len, h, w, area, status;
+  if (!acquire(o_buf, buf, 1, 'b', false, "buf") || !acquire(o_start, start, 8, 'i', false, "start") ||
+      !acquire(o_len, len, 8, 'i', false, "length") || !acquire(o_h, h, 8, 'i', false, "height") ||
+      !acquire(o_w, w, 8, 'i', false, "width") || !acquire(o_area, area, 8, 'i', true, "area_out") ||
+      !acquire(o_status, status, 1, 'i', true, "status_out"))
+    return nullptr;
+  const int64_t n = start.size();
+  if (!check_size(len, n, "length") || !check_size(h, n, "height") || !check_size(w, n, "width") ||
+      !check_size(area, n, "area_out") || !check_size(status, n, "status_out"))
+    return nullptr;
+  const uint8_t* bytes = buf.data<uint8_t>();
+  const int64_t buf_size = buf.size();
+  int64_t first_bad = -1;
+  Py_BEGIN_ALLOW_THREADS;
+  std::vector<int64_t> runs;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t s = start.data<int64_t>()[i], l = len.data<int64_t>()[i];
+    int code = kBadChar;
+    int64_t a = 0;
+    if (s >= 0 && l >= 0 && s + l <= buf_size) {
+      code = decode_runs(bytes + s, l, runs);
+      if (code == kOk) code = check_runs(runs, h.data<int64_t>()[i], w.data<int64_t>()[i], a);
+    }
+    area.data<int64_t>()[i] = a;
+    status.data<int8_t>()[i] = static_cast<int8_t>(code);
+    if (code != kOk && first_bad < 0) first_bad = i;
+  }
+  Py_END_ALLOW_THREADS;
+  return PyLong_FromLongLong(first_bad);
+}
+
+// ------------------------------------------------------------------------------------------------ pair_sums
+struct FrameTable {
+  Buffer buf, start, len, h, w, area, owner_offsets;
+  bool acquire_all(PyObject* const* o, const char* prefix) {
+    std::string p(prefix);
+    return acquire(o[0], buf, 1, 'b', false, (p + "buf").c_str()) &&
+           acquire(o[1], start, 8, 'i', false, (p + "start").c_str()) &&
+           acquire(o[2], len, 8, 'i', false, (p + "length").c_str()) &&
+           acquire(o[3], h, 8, 'i', false, (p + "height").c_str()) &&
+           acquire(o[4], w, 8, 'i', false, (p + "width").c_str()) &&
+           acquire(o[5], area, 8, 'i', false, (p + "area").c_str()) &&
+           acquire(o[6], owner_offsets, 8, 'i', false, (p + "offsets").c_str()) && check_size(len, start.size(), "length") &&
+           check_size(h, start.size(), "height") && check_size(w, start.size(), "width") &&
+           check_size(area, start.size(), "area");
+  }
+  int64_t frames_of(int64_t owner) const {
+    return owner_offsets.data<int64_t>()[owner + 1] - owner_offsets.data<int64_t>()[owner];
+  }
+  int64_t first_frame(int64_t owner) const { return owner_offsets.data<int64_t>()[owner]; }
+};
+
+// Decodes every frame of the given owners into intervals; spans[k * 2] / [k * 2 + 1] = first interval, count.
+bool decode_owners(const FrameTable& t, const int64_t* owners, int64_t count, int64_t max_frames,
+                   std::vector<int64_t>& intervals, std::vector<int64_t>& spans, std::vector<int64_t>& runs) {
+  intervals.clear();
+  spans.assign(static_cast<size_t>(count * max_frames * 2), 0);
+  const uint8_t* bytes = t.buf.data<uint8_t>();
+  for (int64_t k = 0; k < count; ++k) {
+    const int64_t first = t.first_frame(owners[k]), frames = std::min(t.frames_of(owners[k]), max_frames);
+    for (int64_t f = 0; f < frames; ++f) {
+      const int64_t s = t.start.data<int64_t>()[first + f];
+      if (s < 0) continue;
+      if (decode_runs(bytes + s, t.len.data<int64_t>()[first + f], runs) != kOk) return false;
+      const size_t before = intervals.size();
+      append_intervals(runs, intervals);
+      spans[(k * max_frames + f) * 2] = static_cast<int64_t>(before / 2);
+      spans[(k * max_frames + f) * 2 + 1] = static_cast<int64_t>((intervals.size() - before) / 2);
+    }
+  }
+  return true;
+}
+
+const char* kPairSumsDoc =
+    "pair_sums(dt_buf, dt_start, dt_length, dt_height, dt_width, dt_area, dt_offsets,\n"
+    "          gt_buf, gt_start, gt_length, gt_height, gt_width, gt_area, gt_offsets,\n"
+    "          problem_dt_offsets, problem_dts, problem_gt_offsets, problem_gts, inter_out, union_out) -> None\n\n"
+    "Exact official video-IoU sums for every (prediction, track) pair of every problem (a video and category).\n"
+    "Frame tables: per frame the string's start (-1: absent) and length in buf, the mask height, width and area;\n"
+    "owner o (a prediction or track) holds frames offsets[o]:offsets[o+1]. Problem p pairs predictions\n"
+    "problem_dts[problem_dt_offsets[p]:...] with tracks problem_gts[problem_gt_offsets[p]:...]; its pairs are written\n"
+    "row-major (prediction-major) after those of the earlier problems. Frames pair as Python zip does; a frame adds\n"
+    "I += |d&g|, U += |d|g| when both are present with equal sizes, nothing when sizes differ, the present one's\n"
+    "area to U otherwise.";
+
+PyObject* pair_sums(PyObject*, PyObject* args) {
+  PyObject* o[20];
+  if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8],
+                        &o[9], &o[10], &o[11], &o[12], &o[13], &o[14], &o[15], &o[16], &o[17], &o[18], &o[19]))
+    return nullptr;
+  FrameTable dt, gt;
+  Buffer p_dt_off, p_dts, p_gt_off, p_gts, inter_out, union_out;
+  if (!dt.acquire_all(o, "dt_") || !gt.acquire_all(o + 7, "gt_") ||
+      !acquire(o[14], p_dt_off, 8, 'i', false, "problem_dt_offsets") ||
+      !acquire(o[15], p_dts, 8, 'i', false, "problem_dts") ||
+      !acquire(o[16], p_gt_off, 8, 'i', false, "problem_gt_offsets") ||
+      !acquire(o[17], p_gts, 8, 'i', false, "problem_gts") || !acquire(o[18], inter_out, 8, 'i', true, "inter_out") ||
+      !acquire(o[19], union_out, 8, 'i', true, "union_out"))
+    return nullptr;
+  const int64_t num_problems = p_dt_off.size() - 1;
+  if (num_problems < 0 || !check_size(p_gt_off, num_problems + 1, "problem_gt_offsets")) return nullptr;
+  const int64_t* dto = p_dt_off.data<int64_t>();
+  const int64_t* gto = p_gt_off.data<int64_t>();
+  int64_t total = 0;
+  for (int64_t p = 0; p < num_problems; ++p) total += (dto[p + 1] - dto[p]) * (gto[p + 1] - gto[p]);
+  if (!check_size(inter_out, total, "inter_out") || !check_size(union_out, total, "union_out")) return nullptr;
+  if (dto[num_problems] != p_dts.size() || gto[num_problems] != p_gts.size()) {
+    PyErr_SetString(PyExc_ValueError, "problem offsets do not end at the lengths of problem_dts / problem_gts");
+    return nullptr;
+  }
+  const int64_t num_dt_owners = dt.owner_offsets.size() - 1, num_gt_owners = gt.owner_offsets.size() - 1;
+  for (int64_t i = 0; i < p_dts.size(); ++i) {
+    if (p_dts.data<int64_t>()[i] < 0 || p_dts.data<int64_t>()[i] >= num_dt_owners) {
+      PyErr_SetString(PyExc_IndexError, "problem_dts holds a prediction index outside dt_offsets");
+      return nullptr;
+    }
+  }
+  for (int64_t i = 0; i < p_gts.size(); ++i) {
+    if (p_gts.data<int64_t>()[i] < 0 || p_gts.data<int64_t>()[i] >= num_gt_owners) {
+      PyErr_SetString(PyExc_IndexError, "problem_gts holds a track index outside gt_offsets");
+      return nullptr;
+    }
+  }
+  bool decoded = true;
+  Py_BEGIN_ALLOW_THREADS;
+  std::vector<int64_t> runs, dt_intervals, dt_spans, gt_intervals, gt_spans;
+  int64_t out = 0;
+  for (int64_t p = 0; p < num_problems && decoded; ++p) {
+    const int64_t* dts = p_dts.data<int64_t>() + dto[p];
+    const int64_t* gts = p_gts.data<int64_t>() + gto[p];
+    const int64_t nd = dto[p + 1] - dto[p], ng = gto[p + 1] - gto[p];
+    if (nd == 0 || ng == 0) continue;
+    int64_t max_d = 0, max_g = 0;
+    for (int64_t a = 0; a < nd; ++a) max_d = std::max(max_d, dt.frames_of(dts[a]));
+    for (int64_t b = 0; b < ng; ++b) max_g = std::max(max_g, gt.frames_of(gts[b]));
+    const int64_t max_f = std::min(max_d, max_g);  // zip never pairs frames past the shorter list
+    if (!decode_owners(dt, dts, nd, max_f, dt_intervals, dt_spans, runs) ||
+        !decode_owners(gt, gts, ng, max_f, gt_intervals, gt_spans, runs)) {
+      decoded = false;
+      break;
+    }
+    for (int64_t a = 0; a < nd; ++a) {
+      const int64_t d0 = dt.first_frame(dts[a]), d_frames = dt.frames_of(dts[a]);
+      for (int64_t b = 0; b < ng; ++b, ++out) {
+        const int64_t g0 = gt.first_frame(gts[b]), frames = std::min(d_frames, gt.frames_of(gts[b]));
+        int64_t inter = 0, uni = 0;
+        for (int64_t f = 0; f < frames; ++f) {
+          const bool d_on = dt.start.data<int64_t>()[d0 + f] >= 0, g_on = gt.start.data<int64_t>()[g0 + f] >= 0;
+          const int64_t ad = d_on ? dt.area.data<int64_t>()[d0 + f] : 0, ag = g_on ? gt.area.data<int64_t>()[g0 + f] : 0;
+          if (d_on && g_on) {
+            if (dt.h.data<int64_t>()[d0 + f] != gt.h.data<int64_t>()[g0 + f] ||
+                dt.w.data<int64_t>()[d0 + f] != gt.w.data<int64_t>()[g0 + f])
+              continue;  // pycocotools merges masks of different sizes into an empty mask: adds 0 to I and U
+            int64_t i = 0;
+            if (ad > 0 && ag > 0) {
+              const int64_t* ds = &dt_spans[(a * max_f + f) * 2];
+              const int64_t* gs = &gt_spans[(b * max_f + f) * 2];
+              i = intersection(dt_intervals.data() + 2 * ds[0], ds[1], gt_intervals.data() + 2 * gs[0], gs[1]);
+            }
+            inter += i;
+            uni += ad + ag - i;
+          } else {
+            uni += ad + ag;
+          }
+        }
+        inter_out.data<int64_t>()[out] = inter;
+        union_out.data<int64_t>()[out] = uni;
+      }
+    }
+  }
+  Py_END_ALLOW_THREADS;
+  if (!decoded) {
+    PyErr_SetString(PyExc_ValueError, "a compressed RLE string could not be decoded (check it with rle_areas first)");
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+// ------------------------------------------------------------------------------------------------ read_results
+// A reader for the common shape of a results file only: a non-empty JSON array of objects whose video_id and
+// category_id are integers, score a number, and segmentations an array of null or {"size": [h, w], "counts": str}
+// (other keys are skipped). Anything else (and any byte above 127 inside a string) makes it give up with the
+// reason, and the caller parses the file with a general JSON parser instead, which also yields the proper errors.
+class ResultsReader {
+ public:
+  ResultsReader(uint8_t* bytes, int64_t size) : b_(bytes), n_(size) {}
+
+  std::vector<int64_t> video_id, category_id, entry_offsets{0}, frame_start, frame_len, frame_h, frame_w;
+  std::vector<double> score;
+  std::string why;
+
+  bool read() {
+    ws();
+    if (!take('[')) return fail("the file is not a JSON array");
+    ws();
+    if (peek(']')) return fail("the results list is empty");
+    while (true) {
+      if (!entry()) return false;
+      ws();
+      if (take(',')) continue;
+      if (take(']')) break;
+      return fail("expected ',' or ']' after a result");
+    }
+    ws();
+    return p_ == n_ || fail("extra data after the results list");
+  }
+
+ private:
+  uint8_t* b_;
+  int64_t n_, p_ = 0;
+
+  bool fail(const char* message) {
+    if (why.empty()) why = std::string(message) + " (byte " + std::to_string(p_) + ")";
+    return false;
+  }
+  void ws() {
+    while (p_ < n_ && (b_[p_] == ' ' || b_[p_] == '\n' || b_[p_] == '\r' || b_[p_] == '\t')) ++p_;
+  }
+  bool peek(char c) const { return p_ < n_ && b_[p_] == static_cast<uint8_t>(c); }
+  bool take(char c) {
+    if (!peek(c)) return false;
+    ++p_;
+    return true;
+  }
+  bool literal(const char* word) {
+    const int64_t l = static_cast<int64_t>(std::strlen(word));
+    if (p_ + l > n_ || std::memcmp(b_ + p_, word, l) != 0) return false;
+    p_ += l;
+    return true;
+  }
+
+  // A string at the cursor ('"'), unescaped in place (the result is never longer than its escaped form).
+  bool string(int64_t& start, int64_t& length, bool& escaped) {
+    if (!take('"')) return fail("expected a string");
+    start = p_;
+    int64_t w = p_;
+    escaped = false;
+    while (true) {
+      if (p_ >= n_) return fail("unterminated string");
+      const uint8_t c = b_[p_++];
+      if (c == '"') break;
+      if (c < 0x20) return fail("control character in a string");
+      if (c >= 0x80) return fail("non-ASCII character in a string");
+      if (c != '\\') {
+        b_[w++] = c;
+        continue;
+      }
+      escaped = true;
+      if (p_ >= n_) return fail("unterminated string");
+      const uint8_t e = b_[p_++];
+      const char* plain = "\"\\/bfnrt";
+      const char* mapped = "\"\\/\b\f\n\r\t";
+      const char* hit = e ? std::strchr(plain, e) : nullptr;
+      if (hit) {
+        b_[w++] = static_cast<uint8_t>(mapped[hit - plain]);
+      } else if (e == 'u') {
+        if (p_ + 4 > n_) return fail("bad \\u escape");
+        int value = 0;
+        for (int k = 0; k < 4; ++k) {
+          const uint8_t h = b_[p_++];
+          const int digit = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                            : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+          if (digit < 0) return fail("bad \\u escape");
+          value = value * 16 + digit;
+        }
+        if (value >= 0x80) return fail("non-ASCII \\u escape in a string");
+        b_[w++] = static_cast<uint8_t>(value);
+      } else {
+        return fail("bad escape in a string");
+      }
+    }
+    length = w - start;
+    return true;
+  }
+
+  // A JSON number at the cursor: [begin, end) and whether it is an integer (no fraction, no exponent).
+  bool number(int64_t& begin, int64_t& end, bool& integer) {
+    begin = p_;
+    take('-');
+    if (take('0')) {
+    } else if (p_ < n_ && b_[p_] >= '1' && b_[p_] <= '9') {
+      while (p_ < n_ && b_[p_] >= '0' && b_[p_] <= '9') ++p_;
+    } else {
+      return fail("expected a number");
+    }
+    integer = true;
+    if (take('.')) {
+      integer = false;
+      if (!(p_ < n_ && b_[p_] >= '0' && b_[p_] <= '9')) return fail("bad number");
+      while (p_ < n_ && b_[p_] >= '0' && b_[p_] <= '9') ++p_;
+    }
+    if (take('e') || take('E')) {
+      integer = false;
+      if (!take('+')) take('-');
+      if (!(p_ < n_ && b_[p_] >= '0' && b_[p_] <= '9')) return fail("bad number");
+      while (p_ < n_ && b_[p_] >= '0' && b_[p_] <= '9') ++p_;
+    }
+    end = p_;
+    return true;
+  }
+
+  bool integer(int64_t& value) {
+    int64_t begin, end;
+    bool is_int;
+    if (!number(begin, end, is_int)) return false;
+    if (!is_int || end - begin > 18) return fail("an id that is not an integer of at most 18 digits");
+    const char* first = reinterpret_cast<const char*>(b_ + begin);
+    const auto result = std::from_chars(first, reinterpret_cast<const char*>(b_ + end), value);
+    return result.ec == std::errc() || fail("bad integer");
+  }
+
+  // Same value as Python's float(json.loads(text)): integers convert from the exact int, others round correctly.
+  bool real(double& value) {
+    int64_t begin, end;
+    bool is_int;
+    if (!number(begin, end, is_int)) return false;
+    const char* first = reinterpret_cast<const char*>(b_ + begin);
+    const char* last = reinterpret_cast<const char*>(b_ + end);
+    if (is_int) {
+      if (end - begin > 18) return fail("an integer score of more than 18 digits");
+      int64_t i = 0;
+      if (std::from_chars(first, last, i).ec != std::errc()) return fail("bad integer");
+      value = static_cast<double>(i);
+      return true;
+    }
+    const auto result = std::from_chars(first, last, value);
+    return (result.ec == std::errc() && result.ptr == last) || fail("a number out of the float range");
+  }
+
+  bool skip_value(int depth) {
+    if (depth > 512) return fail("nesting too deep");
+    ws();
+    if (p_ >= n_) return fail("unexpected end of file");
+    const uint8_t c = b_[p_];
+    if (c == '"') {
+      int64_t s, l;
+      bool e;
+      return string(s, l, e);
+    }
+    if (c == '{' || c == '[') {
+      const char close = c == '{' ? '}' : ']';
+      ++p_;
+      ws();
+      if (take(close)) return true;
+      while (true) {
+        if (c == '{') {
+          int64_t s, l;
+          bool e;
+          ws();
+          if (!string(s, l, e)) return false;
+          ws();
+          if (!take(':')) return fail("expected ':'");
+        }
+        if (!skip_value(depth + 1)) return false;
+        ws();
+        if (take(',')) continue;
+        if (take(close)) return true;
+        return fail("expected ',' or a closing bracket");
+      }
+    }
+    if (literal("null") || literal("true") || literal("false")) return true;
+    int64_t begin, end;
+    bool is_int;
+    return number(begin, end, is_int);
+  }
+
+  // Reads a key; which: 0..count-1 for known keys, -1 for others.
+  bool key(const char* const* names, int count, int& which) {
+    int64_t s, l;
+    bool escaped;
+    ws();
+    if (!string(s, l, escaped)) return false;
+    if (escaped) return fail("an escaped object key");
+    which = -1;
+    for (int k = 0; k < count; ++k) {
+      if (static_cast<int64_t>(std::strlen(names[k])) == l && std::memcmp(b_ + s, names[k], l) == 0) which = k;
+    }
+    ws();
+    return take(':') || fail("expected ':'");
+  }
+
+  bool entry() {
+    static const char* const names[] = {"video_id", "category_id", "score", "segmentations"};
+    ws();
+    if (!take('{')) return fail("a result that is not an object");
+    int seen = 0;
+    int64_t vid = 0, cat = 0;
+    double sc = 0;
+    const size_t frames_before = frame_start.size();
+    ws();
+    if (!peek('}')) {
+      while (true) {
+        int which;
+        if (!key(names, 4, which)) return false;
+        if (which >= 0 && (seen >> which) & 1) return fail("a repeated key in a result");
+        if (which >= 0) seen |= 1 << which;
+        ws();
+        const bool ok = which == 0   ? integer(vid)
+                        : which == 1 ? integer(cat)
+                        : which == 2 ? real(sc)
+                        : which == 3 ? segmentations()
+                                     : skip_value(0);
+        if (!ok) return false;
+        ws();
+        if (take(',')) continue;
+        if (take('}')) break;
+        return fail("expected ',' or '}' in a result");
+      }
+    } else {
+      ++p_;
+    }
+    if (seen != 15) return fail("a result without video_id, category_id, score and segmentations");
+    (void)frames_before;
+    video_id.push_back(vid);
+    category_id.push_back(cat);
+    score.push_back(sc);
+    entry_offsets.push_back(static_cast<int64_t>(frame_start.size()));
+    return true;
+  }
+
+  bool segmentations() {
+    if (!take('[')) return fail("segmentations that are not a list");
+    ws();
+    if (take(']')) return true;
+    while (true) {
+      ws();
+      if (literal("null")) {
+        frame_start.push_back(-1);
+        frame_len.push_back(0);
+        frame_h.push_back(0);
+        frame_w.push_back(0);
+      } else if (!frame()) {
+        return false;
+      }
+      ws();
+      if (take(',')) continue;
+      if (take(']')) return true;
+      return fail("expected ',' or ']' in segmentations");
+    }
+  }
+
+  bool frame() {
+    static const char* const names[] = {"size", "counts"};
+    if (!take('{')) return fail("a frame that is neither null nor an RLE object");
+    ws();
+    if (peek('}')) return fail("an empty frame object");
+    int seen = 0;
+    int64_t h = 0, w = 0, start = 0, length = 0;
+    while (true) {
+      int which;
+      if (!key(names, 2, which)) return false;
+      if (which >= 0 && (seen >> which) & 1) return fail("a repeated key in an RLE");
+      if (which >= 0) seen |= 1 << which;
+      ws();
+      if (which == 0) {
+        if (!take('[')) return fail("an RLE size that is not a list");
+        ws();
+        if (!integer(h)) return false;
+        ws();
+        if (!take(',')) return fail("an RLE size that is not [height, width]");
+        ws();
+        if (!integer(w)) return false;
+        ws();
+        if (!take(']')) return fail("an RLE size that is not [height, width]");
+        if (h < 0 || w < 0 || h > (1 << 30) || w > (1 << 30)) return fail("an RLE size out of range");
+      } else if (which == 1) {
+        bool escaped;
+        if (!peek('"')) return fail("RLE counts that are not a string");
+        if (!string(start, length, escaped)) return false;
+      } else if (!skip_value(0)) {
+        return false;
+      }
+      ws();
+      if (take(',')) continue;
+      if (take('}')) break;
+      return fail("expected ',' or '}' in an RLE");
+    }
+    if (seen != 3) return fail("an RLE without size and counts");
+    frame_start.push_back(start);
+    frame_len.push_back(length);
+    frame_h.push_back(h);
+    frame_w.push_back(w);
+    return true;
+  }
+};
+
+template <typename T> PyObject* to_bytes(const std::vector<T>& v) {
+  return PyBytes_FromStringAndSize(reinterpret_cast<const char*>(v.data()),
+                                   static_cast<Py_ssize_t>(v.size() * sizeof(T)));
+}
+
+const char* kReadResultsDoc =
+    "read_results(buf) -> tuple | str\n\n"
+    "Reads a YouTube-VIS results JSON held in the writable byte buffer buf (its RLE strings are unescaped in place).\n"
+    "Returns (video_id, category_id, score, entry_offsets, frame_start, frame_length, frame_height, frame_width) as\n"
+    "bytes of int64 (score: float64; frame_start -1 for a null frame), or a str saying why the file needs a general\n"
+    "JSON parser.";
+
+PyObject* read_results(PyObject*, PyObject* args) {
+  PyObject* o_buf;
+  if (!PyArg_ParseTuple(args, "O", &o_buf)) return nullptr;
+  Buffer buf;
+  if (!acquire(o_buf, buf, 1, 'b', true, "buf")) return nullptr;
+  ResultsReader reader(buf.data<uint8_t>(), buf.size());
+  bool ok;
+  Py_BEGIN_ALLOW_THREADS;
+  ok = reader.read();
+  Py_END_ALLOW_THREADS;
+  if (!ok) return PyUnicode_FromString(reader.why.c_str());
+  return Py_BuildValue("(NNNNNNNN)", to_bytes(reader.video_id), to_bytes(reader.category_id), to_bytes(reader.score),
+                       to_bytes(reader.entry_offsets), to_bytes(reader.frame_start), to_bytes(reader.frame_len),
+                       to_bytes(reader.frame_h), to_bytes(reader.frame_w));
+}
+
+PyMethodDef kMethods[] = {
+    {"rle_areas", rle_areas, METH_VARARGS, kRleAreasDoc},
+    {"pair_sums", pair_sums, METH_VARARGS, kPairSumsDoc},
+    {"read_results", read_results, METH_VARARGS, kReadResultsDoc},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+}  // namespace
+
+#define SEQFORMER_CONCAT_(a, b) a##b
+#define SEQFORMER_CONCAT(a, b) SEQFORMER_CONCAT_(a, b)
+#define SEQFORMER_STR_(a) #a
+#define SEQFORMER_STR(a) SEQFORMER_STR_(a)
+
+static PyModuleDef kModule = {PyModuleDef_HEAD_INIT, SEQFORMER_STR(TORCH_EXTENSION_NAME),
+                              "Compiled helpers of seqformer's YouTube-VIS evaluator.", -1, kMethods};
+
+PyMODINIT_FUNC SEQFORMER_CONCAT(PyInit_, TORCH_EXTENSION_NAME)(void) { return PyModule_Create(&kModule); }
