@@ -1,4 +1,8 @@
-"""Reading YouTube-VIS JSON files (plain or gzipped) and collecting input problems as warnings or errors."""
+"""Reading YouTube-VIS JSON files (plain or gzipped) and collecting input problems as warnings or errors.
+
+JSON is parsed with ``orjson`` (about twice as fast as the standard library on annotation files, with the same
+values); without it, with the standard ``json`` module and a one-time notice.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,13 @@ from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+try:
+    import orjson
+except ImportError:  # a declared dependency; only a hand-made environment lacks it
+    orjson = None
+
+_notice_given = False
 
 PathLike = str | os.PathLike[str]
 
@@ -31,13 +42,25 @@ def load_json(path: PathLike, what: str = "JSON file") -> Any:
     with path.open("rb") as handle:
         gzipped = handle.read(2) == b"\x1f\x8b"
     try:
-        if gzipped:
-            with gzip.open(path, "rt", encoding="utf-8") as handle:
-                return json.load(handle)
-        with path.open("r", encoding="utf-8") as handle:
-            return json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as err:
+        data = gzip.decompress(path.read_bytes()) if gzipped else path.read_bytes()
+        return _loads(data)
+    except (ValueError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as err:  # orjson.JSONDecodeError too
         raise ValueError(f"{what} {str(path)!r} is not valid JSON{' (gzip)' if gzipped else ''}: {err}") from err
+
+
+def _loads(data: bytes) -> Any:
+    global _notice_given
+    if orjson is not None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as err:
+            # The json module also reads NaN / Infinity and integers beyond 64 bits, which orjson rejects; it reads
+            # what the official evaluator reads, and words the error when the file really is not JSON.
+            logger.debug("orjson could not read the file (%s); retrying with the json module", err)
+    elif not _notice_given:
+        _notice_given = True
+        logger.info("orjson is not installed; reading JSON with the slower standard json module (pip install orjson)")
+    return json.loads(data.decode("utf-8"))
 
 
 def dump_json(data: Any, path: PathLike) -> Path:

@@ -36,6 +36,8 @@ def decode_counts(counts: str | bytes) -> np.ndarray:
     data = np.frombuffer(counts.encode("ascii", "replace") if isinstance(counts, str) else counts, dtype=np.uint8)
     if data.size and (data.min() < _FIRST_CHAR or data.max() > _LAST_CHAR):
         raise ValueError(f"characters outside '0'..'o' in compressed counts {_short(counts)!r}")
+    if not data.size:
+        return np.zeros(0, dtype=np.int64)
     groups = data.astype(np.int64) - _FIRST_CHAR
     last = (groups & 0x20) == 0
     if data.size and not last[-1]:

@@ -23,54 +23,68 @@ namespace {
 
 enum Status : int8_t { kOk = 0, kBadChar = 1, kUnterminated = 2, kNegative = 3, kBadSum = 4, kTooLong = 5 };
 
-// Runs of one compressed string; returns a Status. Checks characters, termination and group count (a valid run of
-// a mask below 2**35 pixels needs at most 7 groups; 12 keeps the shift inside 64 bits).
-int decode_runs(const uint8_t* s, int64_t n, std::vector<int64_t>& runs) {
-  runs.clear();
-  int64_t p = 0;
+// Walks the runs of one compressed string, calling visit(index, run) for each; returns a Status. Checks characters,
+// termination and group count (a valid run of a mask below 2**35 pixels needs at most 7 groups; 12 keeps the shift
+// inside 64 bits). Runs from the fourth on add the run two places earlier, so only the last two are kept.
+template <typename Visit>
+inline int walk_runs(const uint8_t* s, int64_t n, Visit&& visit) {
+  int64_t p = 0, m = 0, prev2 = 0, prev1 = 0;
   while (p < n) {
-    int64_t x = 0;
-    int k = 0;
-    bool more = true;
-    while (more) {
-      if (p >= n) return kUnterminated;
-      const int c = static_cast<int>(s[p]) - 48;
-      if (c < 0 || c > 63) return kBadChar;
-      if (k >= 12) return kTooLong;
-      x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
-      more = (c & 0x20) != 0;
+    int c = static_cast<int>(s[p]) - 48;
+    int64_t x;
+    if (c >= 0 && c < 32) {  // the common case: a whole run in one character
+      x = (c & 0x10) ? c - 32 : c;
       ++p;
-      ++k;
-      if (!more && (c & 0x10)) x |= static_cast<int64_t>(~((uint64_t{1} << (5 * k)) - 1));
+    } else {
+      x = 0;
+      int k = 0;
+      bool more = true;
+      while (more) {
+        if (p >= n) return kUnterminated;
+        c = static_cast<int>(s[p]) - 48;
+        if (c < 0 || c > 63) return kBadChar;
+        if (k >= 12) return kTooLong;
+        x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
+        more = (c & 0x20) != 0;
+        ++p;
+        ++k;
+        if (!more && (c & 0x10)) x |= static_cast<int64_t>(~((uint64_t{1} << (5 * k)) - 1));
+      }
     }
-    if (runs.size() > 2) x += runs[runs.size() - 2];
-    runs.push_back(x);
+    if (m > 2) x += prev2;
+    visit(m, x);
+    prev2 = prev1;
+    prev1 = x;
+    ++m;
   }
   return kOk;
 }
 
-// Validates runs against the mask size; sets the area (pixels of the odd runs).
-int check_runs(const std::vector<int64_t>& runs, int64_t height, int64_t width, int64_t& area) {
-  int64_t total = 0;
-  area = 0;
-  for (size_t i = 0; i < runs.size(); ++i) {
-    if (runs[i] < 0) return kNegative;
-    total += runs[i];
-    if (i & 1) area += runs[i];
-  }
+// Validates one string as a mask of height x width; sets its area (pixels of the odd runs).
+int check_string(const uint8_t* s, int64_t n, int64_t height, int64_t width, int64_t& area) {
+  int64_t total = 0, fg = 0;
+  bool negative = false;
+  const int code = walk_runs(s, n, [&](int64_t m, int64_t x) {
+    negative |= x < 0;
+    total += x;
+    if (m & 1) fg += x;
+  });
+  area = fg;
+  if (code != kOk) return code;
+  if (negative) return kNegative;
   return total == height * width ? kOk : kBadSum;
 }
 
-// Appends the foreground intervals [begin, end) of valid runs, as begin, end pairs.
-void append_intervals(const std::vector<int64_t>& runs, std::vector<int64_t>& out) {
+// Appends the foreground intervals [begin, end) of a valid string, as begin, end pairs.
+int append_intervals(const uint8_t* s, int64_t n, std::vector<int64_t>& out) {
   int64_t position = 0;
-  for (size_t i = 0; i < runs.size(); ++i) {
-    if ((i & 1) && runs[i] > 0) {
+  return walk_runs(s, n, [&](int64_t m, int64_t x) {
+    if ((m & 1) && x > 0) {
       out.push_back(position);
-      out.push_back(position + runs[i]);
+      out.push_back(position + x);
     }
-    position += runs[i];
-  }
+    position += x;
+  });
 }
 
 // Pixels in both of two sorted disjoint interval lists (na and nb intervals).
@@ -167,15 +181,11 @@ PyObject* rle_areas(PyObject*, PyObject* args) {
   const int64_t buf_size = buf.size();
   int64_t first_bad = -1;
   Py_BEGIN_ALLOW_THREADS;
-  std::vector<int64_t> runs;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t s = start.data<int64_t>()[i], l = len.data<int64_t>()[i];
     int code = kBadChar;
     int64_t a = 0;
-    if (s >= 0 && l >= 0 && s + l <= buf_size) {
-      code = decode_runs(bytes + s, l, runs);
-      if (code == kOk) code = check_runs(runs, h.data<int64_t>()[i], w.data<int64_t>()[i], a);
-    }
+    if (s >= 0 && l >= 0 && s + l <= buf_size) code = check_string(bytes + s, l, h.data<int64_t>()[i], w.data<int64_t>()[i], a);
     area.data<int64_t>()[i] = a;
     status.data<int8_t>()[i] = static_cast<int8_t>(code);
     if (code != kOk && first_bad < 0) first_bad = i;
@@ -207,7 +217,7 @@ struct FrameTable {
 
 // Decodes every frame of the given owners into intervals; spans[k * 2] / [k * 2 + 1] = first interval, count.
 bool decode_owners(const FrameTable& t, const int64_t* owners, int64_t count, int64_t max_frames,
-                   std::vector<int64_t>& intervals, std::vector<int64_t>& spans, std::vector<int64_t>& runs) {
+                   std::vector<int64_t>& intervals, std::vector<int64_t>& spans) {
   intervals.clear();
   spans.assign(static_cast<size_t>(count * max_frames * 2), 0);
   const uint8_t* bytes = t.buf.data<uint8_t>();
@@ -216,9 +226,8 @@ bool decode_owners(const FrameTable& t, const int64_t* owners, int64_t count, in
     for (int64_t f = 0; f < frames; ++f) {
       const int64_t s = t.start.data<int64_t>()[first + f];
       if (s < 0) continue;
-      if (decode_runs(bytes + s, t.len.data<int64_t>()[first + f], runs) != kOk) return false;
       const size_t before = intervals.size();
-      append_intervals(runs, intervals);
+      if (append_intervals(bytes + s, t.len.data<int64_t>()[first + f], intervals) != kOk) return false;
       spans[(k * max_frames + f) * 2] = static_cast<int64_t>(before / 2);
       spans[(k * max_frames + f) * 2 + 1] = static_cast<int64_t>((intervals.size() - before) / 2);
     }
@@ -278,7 +287,7 @@ PyObject* pair_sums(PyObject*, PyObject* args) {
   }
   bool decoded = true;
   Py_BEGIN_ALLOW_THREADS;
-  std::vector<int64_t> runs, dt_intervals, dt_spans, gt_intervals, gt_spans;
+  std::vector<int64_t> dt_intervals, dt_spans, gt_intervals, gt_spans;
   int64_t out = 0;
   for (int64_t p = 0; p < num_problems && decoded; ++p) {
     const int64_t* dts = p_dts.data<int64_t>() + dto[p];
@@ -289,8 +298,8 @@ PyObject* pair_sums(PyObject*, PyObject* args) {
     for (int64_t a = 0; a < nd; ++a) max_d = std::max(max_d, dt.frames_of(dts[a]));
     for (int64_t b = 0; b < ng; ++b) max_g = std::max(max_g, gt.frames_of(gts[b]));
     const int64_t max_f = std::min(max_d, max_g);  // zip never pairs frames past the shorter list
-    if (!decode_owners(dt, dts, nd, max_f, dt_intervals, dt_spans, runs) ||
-        !decode_owners(gt, gts, ng, max_f, gt_intervals, gt_spans, runs)) {
+    if (!decode_owners(dt, dts, nd, max_f, dt_intervals, dt_spans) ||
+        !decode_owners(gt, gts, ng, max_f, gt_intervals, gt_spans)) {
       decoded = false;
       break;
     }

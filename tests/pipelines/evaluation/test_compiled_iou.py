@@ -1,0 +1,152 @@
+"""The compiled helpers against pycocotools: video IoU sums on random masks (empty masks, null frames, size mismatches,
+different frame counts), areas and validity of RLE strings, and the compiled results-file reader against json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from seqformer.pipelines.evaluation import evaluate_files
+from seqformer.pipelines.evaluation._extension import load
+from seqformer.pipelines.evaluation.detections import parse_results, read_results_file
+from seqformer.pipelines.evaluation.frames import build_table
+from seqformer.pipelines.evaluation.ground_truth import parse_ground_truth
+from seqformer.pipelines.evaluation.io import Problems
+from seqformer.pipelines.evaluation.video_iou import video_ious
+from tests.pipelines.evaluation.cases import gt_file, rle
+
+pytestmark = pytest.mark.build
+
+
+def _random_track(rng: np.random.Generator, frames: int, sizes: list[tuple[int, int]]) -> list[dict | None]:
+    track = []
+    for _ in range(frames):
+        kind = rng.random()
+        if kind < 0.15:
+            track.append(None)
+            continue
+        h, w = sizes[0] if rng.random() < 0.85 else sizes[int(rng.integers(len(sizes)))]
+        if kind < 0.3:
+            mask = np.zeros((h, w), bool)  # an empty mask is present with area 0
+        elif kind < 0.4:
+            mask = np.ones((h, w), bool)
+        else:
+            mask = rng.random((h, w)) < rng.uniform(0.1, 0.9)  # many short runs, in every column
+        track.append(rle(mask))
+    return track
+
+
+def _official_iou(d_seq: list, g_seq: list) -> float:
+    """The official per-frame walk with pycocotools merge/area calls."""
+    inter = union = 0.0
+    for d, g in zip(d_seq, g_seq):
+        if d and g:
+            inter += mask_utils.area(mask_utils.merge([d, g], True))
+            union += mask_utils.area(mask_utils.merge([d, g], False))
+        elif g:
+            union += mask_utils.area(g)
+        elif d:
+            union += mask_utils.area(d)
+    return inter / union if union > 0 else 0.0
+
+
+def _table(tracks: list[list[dict | None]]):
+    table = build_table([[(s["size"][0], s["size"][1], s["counts"]) if s else None for s in t] for t in tracks])
+    assert table.compute_areas() is None
+    return table
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_video_iou_equals_the_official_pycocotools_walk(seed):
+    rng = np.random.default_rng(seed)
+    sizes = [(7, 9), (9, 7), (7, 8)]
+    dts = [_random_track(rng, int(rng.integers(0, 8)), sizes) for _ in range(7)]
+    gts = [_random_track(rng, int(rng.integers(0, 8)), sizes) for _ in range(4)]
+    dt_table, gt_table = _table(dts), _table(gts)
+    inter = np.zeros(len(dts) * len(gts), np.int64)
+    union = np.zeros_like(inter)
+    offsets = np.array([0, len(dts)], np.int64), np.array([0, len(gts)], np.int64)
+    load().pair_sums(
+        *(dt_table.buf, dt_table.start, dt_table.length, dt_table.height, dt_table.width, dt_table.area),
+        dt_table.offsets,
+        *(gt_table.buf, gt_table.start, gt_table.length, gt_table.height, gt_table.width, gt_table.area),
+        gt_table.offsets,
+        *(offsets[0], np.arange(len(dts), dtype=np.int64), offsets[1], np.arange(len(gts), dtype=np.int64)),
+        inter,
+        union,
+    )
+    got = np.divide(inter, union, out=np.zeros(len(inter)), where=union > 0).reshape(len(dts), len(gts))
+    expected = np.array([[_official_iou(d, g) for g in gts] for d in dts])
+    np.testing.assert_array_equal(got, expected)  # the same division of the same exact integers
+
+
+def test_areas_match_pycocotools_and_corrupt_strings_are_flagged():
+    rng = np.random.default_rng(0)
+    segs = [rle(rng.random((5, 6)) < p) for p in (0.0, 0.3, 0.7, 1.0)]
+    table = _table([segs])
+    np.testing.assert_array_equal(table.area, [mask_utils.area(s) for s in segs])
+    bad = build_table([[(5, 6, segs[1]["counts"]), (5, 6, "a b!"), (5, 6, "1o"), (5, 6, "06"), (5, 6, "")]])
+    assert bad.compute_areas() == 1
+    reasons = [bad.invalid_reason(f) for f in range(1, 5)]
+    assert "outside" in reasons[0] and "middle of a run" in reasons[1]
+    assert "sum to 6" in reasons[2] and "sum to 0" in reasons[3]
+
+
+def test_video_ious_per_problem_blocks_match_the_official_walk():
+    rng = np.random.default_rng(1)
+    masks = [[rng.random((6, 5)) < 0.5 for _ in range(3)] for _ in range(3)]
+    gt = gt_file(
+        [(1, 6, 5, 3)],
+        [1, 2],
+        [{"id": k + 1, "video_id": 1, "category_id": 1 + k % 2, "masks": masks[k]} for k in range(3)],
+    )
+    parsed = parse_ground_truth(gt)
+    results = [
+        {"video_id": 1, "category_id": 1 + k % 2, "score": 0.5, "segmentations": [rle(m) for m in masks[(k + 1) % 3]]}
+        for k in range(4)
+    ]
+    dets = parse_results(results, parsed, Problems())
+    keys = [(1, 1), (1, 2)]
+    blocks = video_ious(dets, parsed, [(dets.groups[k], [t.index for t in parsed.tracks[k]]) for k in keys])
+    for key, block in zip(keys, blocks):
+        expected = [
+            [
+                _official_iou(results[e]["segmentations"], [rle(m) for m in masks[t.ann_id - 1]])
+                for t in parsed.tracks[key]
+            ]
+            for e in dets.groups[key]
+        ]
+        np.testing.assert_array_equal(block, expected)
+
+
+def test_compiled_reader_equals_the_json_path_and_hands_other_shapes_over(tmp_path, caplog):
+    rng = np.random.default_rng(2)
+    gt = gt_file(
+        [(3, 4, 4, 2)], [1], [{"id": 1, "video_id": 3, "category_id": 1, "masks": [rng.random((4, 4)) < 0.5] * 2}]
+    )
+    parsed = parse_ground_truth(gt)
+    results = [
+        {"video_id": 3, "category_id": 1, "score": s, "segmentations": [rle(rng.random((4, 4)) < 0.5), None], "id": [1]}
+        for s in (0.1, 1, 2.5e-3, 0.30000000000000004)
+    ]
+    path = tmp_path / "res.json"
+    path.write_text(json.dumps(results, indent=1).replace('"counts"', '"counts" ').replace("\\\\", "\\u005c"))
+    fast = read_results_file(path, parsed, Problems())
+    slow = parse_results(json.loads(path.read_text()), parsed, Problems())
+    assert fast.video_ids == slow.video_ids and fast.category_ids == slow.category_ids
+    np.testing.assert_array_equal(fast.scores, slow.scores)
+    np.testing.assert_array_equal(fast.frames.area, slow.frames.area)
+    np.testing.assert_array_equal(fast.frames.start >= 0, slow.frames.start >= 0)
+    present = np.flatnonzero(slow.frames.start >= 0)
+    assert [fast.frames.counts_text(f) for f in present] == [slow.frames.counts_text(f) for f in present]
+    path.write_text(json.dumps([{**results[0], "video_id": "3"}]))  # not an integer id: the general parser reads it
+    with caplog.at_level("INFO"), pytest.raises(ValueError, match="video_id '3' is not a video"):
+        read_results_file(path, parsed, Problems())
+    assert "general JSON parser" in caplog.text
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    path.write_text(json.dumps(results))
+    assert evaluate_files(gt_path, path)["AP"] >= 0
