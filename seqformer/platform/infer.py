@@ -159,7 +159,12 @@ def infer_folder(
     output = Path(output_dir)
     started = time.perf_counter()
     videos, skipped = list_videos(input_dir)
-    model_spec = model if isinstance(model, str) else f"<in-memory {type(model).__name__}>"
+    if isinstance(model, str):
+        # a local path is recorded resolved, so another spelling of it still resumes; a models:/ alias is recorded
+        # as given (re-pointing the alias does not invalidate earlier outputs; pass --overwrite after a promotion)
+        model_spec = str(Path(model).resolve()) if Path(model).exists() else model
+    else:
+        model_spec = f"<in-memory {type(model).__name__}>"
     expected_fp = fingerprint(model_spec, options)
     todo: list[VideoEntry] = []
     for entry in videos:
@@ -258,7 +263,9 @@ def _run_with_ray(
     size, gpus_per_actor, device = _pool_size(options, len(todo))
     logger.info("Ray Data: %d videos, actor pool of %d %s actors", len(todo), size, device.upper())
     items = [{"path": e.path, "video": e.video, "kind": e.kind, "name": e.name} for e in todo]
-    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map(_probe_row, num_cpus=0.5)
+    # Probing opens a video and decodes one frame; it asks for no CPU so that an actor pool holding every CPU of the
+    # cluster (the default on a CPU machine) cannot starve it.
+    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map(_probe_row, num_cpus=0)
     dataset = dataset.map_batches(
         _PredictActor,
         fn_constructor_kwargs={"model_spec": model_spec, "output": str(output.resolve()), "options": options,
