@@ -56,12 +56,14 @@ def _quiet_data_context(preserve_order: bool) -> None:
     ctx.enable_progress_bars = False
 
 
-def ray_executor(options: PrepareOptions, *, videos_per_block: int = 2) -> Executor:
+def ray_executor(options: PrepareOptions, *, max_videos_per_block: int = 16, blocks_per_cpu: int = 4) -> Executor:
     """A prepare executor that builds records on Ray Data workers (one CPU per task), yielding in input order.
 
     Args:
         options: record settings passed to ``prepare.build_item``.
-        videos_per_block: descriptors per Ray Data block (small: a block's records are held in memory at once).
+        max_videos_per_block: most descriptors per Ray Data block (a block's records are in memory at once).
+        blocks_per_cpu: at least this many blocks per cluster CPU (load balance); fewer, larger blocks amortise
+            Ray's per-task overhead.
     """
 
     def build(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -74,7 +76,9 @@ def ray_executor(options: PrepareOptions, *, videos_per_block: int = 2) -> Execu
             return
         _quiet_data_context(preserve_order=True)
         rows = [{"position": i, "descriptor": d} for i, d in enumerate(items)]
-        blocks = max(1, -(-len(rows) // videos_per_block))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        per_block = max(1, min(max_videos_per_block, len(rows) // (blocks_per_cpu * cpus)))
+        blocks = -(-len(rows) // per_block)
         dataset = ray.data.from_items(rows, override_num_blocks=blocks).flat_map(build, num_cpus=1)
         for row in dataset.iter_rows():
             yield int(row["position"]), pickle.loads(row["payload"])  # noqa: S301 - our own workers' output

@@ -38,6 +38,9 @@ def local_ray():
         os.environ[key] = value
     os.environ.pop("RAY_ADDRESS", None)
     ray = pytest.importorskip("ray")
+    if ray.is_initialized():  # another module's Ray is still up: reuse it
+        yield ray
+        return
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 2**20, log_to_driver=False)
     yield ray
     ray.shutdown()
