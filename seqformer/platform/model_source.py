@@ -39,7 +39,12 @@ def model_from_payload(
             raise CheckpointError(f"{source}: weights do not fit the model config stored with them: {err}") from None
     else:
         state = extract_model_state(payload)
-        cfg = ModelConfig.from_dict(infer_config_fields(state))
+        try:
+            cfg = ModelConfig.from_dict(infer_config_fields(state))
+        except ValueError as err:  # weights that do not describe a SeqFormer (wrong keys or shapes)
+            raise CheckpointError(
+                f"{source}: not a SeqFormer checkpoint: no model config can be read from its weights ({err})"
+            ) from None
         model = build_model(cfg)
         try:
             model.load_official_state_dict(state)
