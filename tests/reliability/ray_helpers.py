@@ -113,8 +113,9 @@ def listening_addresses(pids: list[int]) -> dict[int, list[str]]:
             raw = bytes.fromhex(hex_ip)
             if family == socket.AF_INET:
                 ip = str(ipaddress.IPv4Address(raw[::-1]))
-            else:  # four little-endian 32-bit words
-                ip = str(ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))))
+            else:  # four little-endian 32-bit words; an IPv4-mapped address is shown as IPv4
+                address = ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+                ip = str(address.ipv4_mapped or address)
             listening[fields[9]] = f"{ip}:{int(hex_port, 16)}"
     result: dict[int, list[str]] = {}
     for pid in pids:

@@ -16,9 +16,20 @@ from tests.reliability.ray_helpers import REPO
 SECRETS = ("s3cret-pw", "t0ken-pw", "k3y-pw")
 SECRET_CONFIG = {
     "name": "secret_case",
-    "model": {"backbone": "resnet18", "frozen_batch_norm": False, "freeze_stem": False, "hidden_dim": 32,
-              "dim_feedforward": 64, "enc_layers": 1, "dec_layers": 1, "nheads": 4, "num_queries": 4,
-              "num_classes": 3, "num_frames": 2, "msda_backend": "reference"},
+    "model": {
+        "backbone": "resnet18",
+        "frozen_batch_norm": False,
+        "freeze_stem": False,
+        "hidden_dim": 32,
+        "dim_feedforward": 64,
+        "enc_layers": 1,
+        "dec_layers": 1,
+        "nheads": 4,
+        "num_queries": 4,
+        "num_classes": 3,
+        "num_frames": 2,
+        "msda_backend": "reference",
+    },
     "train": {"init_checkpoint": "https://bob:t0ken-pw@models.example/seqformer.pth"},
     "data": {"root": "https://carol:k3y-pw@data.example/ytvis"},
     "tracking": {"tracking_uri": "http://alice:s3cret-pw@mlflow.example:5000", "experiment_name": "secret-case"},
@@ -42,15 +53,27 @@ ray.shutdown()
 def test_local_ray_listens_on_loopback_only(observe):
     """A Ray started by the platform (`init_ray`, as `seqformer run` does) binds every listener to 127.0.0.1, its
     dashboard head included, even when the caller's environment did not ask for it."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")}
-    proc = subprocess.run([sys.executable, "-c", _RAY_PROBE.format(repo=str(REPO))], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=240)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _RAY_PROBE.format(repo=str(REPO))],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     addresses = sorted({a for found in seen["listening"].values() for a in found})
-    observe("security/ray-loopback", f"nodes {seen['nodes']}; {len(addresses)} listening sockets, hosts "
-            f"{sorted({a.rsplit(':', 1)[0] for a in addresses})}")
+    observe(
+        "security/ray-loopback",
+        f"nodes {seen['nodes']}; {len(addresses)} listening sockets, hosts "
+        f"{sorted({a.rsplit(':', 1)[0] for a in addresses})}",
+    )
     assert seen["nodes"] and set(seen["nodes"]) == {"127.0.0.1"}
     assert addresses, "found no listening sockets of the local Ray (the probe is broken)"
     assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "::1") for a in addresses), addresses
@@ -77,8 +100,13 @@ def _open_tracking_with_secrets(tmp_path: Path, monkeypatch) -> tuple[object, st
     from seqformer.platform import driver
     from seqformer.platform.config import validate
 
-    exp = validate({**SECRET_CONFIG, "resources": {"storage_path": str(tmp_path / "storage")},
-                    "tracking": {**SECRET_CONFIG["tracking"], "artifact_location": str(tmp_path / "artifacts")}})
+    exp = validate(
+        {
+            **SECRET_CONFIG,
+            "resources": {"storage_path": str(tmp_path / "storage")},
+            "tracking": {**SECRET_CONFIG["tracking"], "artifact_location": str(tmp_path / "artifacts")},
+        }
+    )
     local = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setattr(driver, "resolve_tracking_uri", lambda configured: local)
     tracking = driver.open_tracking(exp)
@@ -92,8 +120,10 @@ def test_no_secret_in_logged_params_tags_or_resolved_config(tmp_path, monkeypatc
     config = Path(tracker.client.download_artifacts(run_id, "config/resolved_config.yaml", str(tmp_path))).read_text()
     logged = {"params": json.dumps(run.data.params), "tags": json.dumps(run.data.tags), "resolved config": config}
     leaks = [where for where, text in logged.items() if any(s in text for s in SECRETS)]
-    observe("security/secrets-redacted", f"tracking_uri param {run.data.params['tracking.tracking_uri']!r}; "
-            f"secrets found in: {leaks or 'nothing'}")
+    observe(
+        "security/secrets-redacted",
+        f"tracking_uri param {run.data.params['tracking.tracking_uri']!r}; secrets found in: {leaks or 'nothing'}",
+    )
     assert run.data.params["tracking.tracking_uri"] == "http://alice:***@mlflow.example:5000"
     assert run.data.params["train.init_checkpoint"] == "https://bob:***@models.example/seqformer.pth"
     assert "http://alice:***@mlflow.example:5000" in config  # redacted, not dropped
@@ -112,8 +142,10 @@ def test_no_secret_in_the_checkpoint_that_becomes_the_registered_model(observe):
     payload = checkpoint_payload(model, optimizer, build_scheduler(optimizer, exp), TrainState(), exp)
     text = json.dumps(payload["experiment"])
     leaks = [s for s in SECRETS if s in text]
-    observe("security/secrets-in-checkpoint", f"experiment.tracking.tracking_uri in the checkpoint: "
-            f"{payload['experiment']['tracking']['tracking_uri']!r}")
+    observe(
+        "security/secrets-in-checkpoint",
+        f"experiment.tracking.tracking_uri in the checkpoint: {payload['experiment']['tracking']['tracking_uri']!r}",
+    )
     assert not leaks
     assert payload["experiment"]["tracking"]["tracking_uri"] == "http://alice:***@mlflow.example:5000"
     assert isinstance(payload["model"], dict) and all(torch.is_tensor(v) for v in payload["model"].values())

@@ -58,15 +58,20 @@ def test_final_checkpoint_has_the_planned_step_count(faulted_run):
 
 
 def test_mlflow_history_is_continuous_with_only_the_redone_steps_twice(faulted_run, observe):
+    from seqformer.platform.checkpoint import load_checkpoint
+
     out, _ = faulted_run
     run = only_run(out)
-    assert run.info.status == "FINISHED"
+    final = load_checkpoint(out / "outputs" / RUN_NAME / "model")["step"]
     steps = [m.step for m in mlflow_client(out).get_metric_history(run.info.run_id, "train/loss")]
     counts = Counter(steps)
+    twice = sorted(s for s, n in counts.items() if n > 1)
     observe(
         "fault/worker-sigkill",
-        f"restarted; run {run.info.status}; `train/loss` step counts {dict(sorted(counts.items()))}",
+        f"killed after step {KILL_AFTER}; restarted, final checkpoint step {final}; one MLflow run, {run.info.status}; "
+        f"`train/loss` steps {min(counts)}-{max(counts)}, logged twice: {twice}",
     )
+    assert run.info.status == "FINISHED"
     assert sorted(counts) == list(range(1, MAX_STEPS + 1)), f"missing or extra steps: {sorted(counts)}"
     last_checkpoint = (KILL_AFTER // CHECKPOINT_EVERY) * CHECKPOINT_EVERY
     redone = {s for s, n in counts.items() if n > 1}
