@@ -79,12 +79,13 @@ def read_results_file(path: PathLike, gt: GroundTruth, problems: Problems, sourc
         return parse_results(load_json(path, "results file"), gt, problems, source)
     video_ids, category_ids = (np.frombuffer(b, dtype=np.int64).tolist() for b in parsed[:2])
     scores = np.frombuffer(parsed[2], dtype=np.float64).copy()
-    offsets, start, length, height, width = (np.frombuffer(b, dtype=np.int64).copy() for b in parsed[3:])
+    offsets, start, length, height, width, area = (np.frombuffer(b, dtype=np.int64).copy() for b in parsed[3:9])
     for index, video_id in enumerate(video_ids):
         if video_id not in gt.videos:
             raise ValueError(_unknown_video(source, index, video_id))
-    table = FrameTable(buf, start, length, height, width, np.zeros(len(start), np.int64), offsets)
-    return _finish(video_ids, category_ids, scores, table, gt, problems, source)
+    table = FrameTable(buf, start, length, height, width, area, offsets)
+    first_bad = parsed[9]
+    return _finish(video_ids, category_ids, scores, table, gt, problems, source, None if first_bad < 0 else first_bad)
 
 
 def parse_results(results: Any, gt: GroundTruth, problems: Problems, source: str = "results") -> Detections:
@@ -115,7 +116,7 @@ def parse_results(results: Any, gt: GroundTruth, problems: Problems, source: str
     video_ids = [entry["video_id"] for entry in results]
     category_ids = [entry["category_id"] for entry in results]
     scores = np.array([float(entry["score"]) for entry in results], dtype=np.float64)
-    return _finish(video_ids, category_ids, scores, table, gt, problems, source)
+    return _finish(video_ids, category_ids, scores, table, gt, problems, source, table.compute_areas())
 
 
 def _frame(seg: Any, where: str, frame: int) -> tuple[int, int, str]:
@@ -194,9 +195,12 @@ def _finish(
     gt: GroundTruth,
     problems: Problems,
     source: str,
+    bad: int | None,
 ) -> Detections:
-    """Areas (checking every mask decodes), warnings for what the official evaluator accepts silently, groups."""
-    bad = table.compute_areas()
+    """Warnings for what the official evaluator accepts silently, groups and mean areas, once the areas are known.
+
+    ``bad`` is the first frame that is not a valid mask of its size (from :meth:`FrameTable.compute_areas`), if any.
+    """
     if bad is not None:
         index = int(np.searchsorted(table.offsets, bad, side="right")) - 1
         raise ValueError(

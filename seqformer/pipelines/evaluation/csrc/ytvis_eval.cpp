@@ -349,9 +349,10 @@ class ResultsReader {
  public:
   ResultsReader(uint8_t* bytes, int64_t size) : b_(bytes), n_(size) {}
 
-  std::vector<int64_t> video_id, category_id, entry_offsets{0}, frame_start, frame_len, frame_h, frame_w;
+  std::vector<int64_t> video_id, category_id, entry_offsets{0}, frame_start, frame_len, frame_h, frame_w, frame_area;
   std::vector<double> score;
   std::string why;
+  int64_t first_bad = -1;  // first frame whose string is not a valid mask of its size
 
   bool read() {
     ws();
@@ -593,6 +594,7 @@ class ResultsReader {
         frame_len.push_back(0);
         frame_h.push_back(0);
         frame_w.push_back(0);
+        frame_area.push_back(0);
       } else if (!frame()) {
         return false;
       }
@@ -640,6 +642,12 @@ class ResultsReader {
       return fail("expected ',' or '}' in an RLE");
     }
     if (seen != 3) return fail("an RLE without size and counts");
+    // Decoded here, while the string is still in cache: the area, and whether it is a valid mask of its size.
+    int64_t area = 0;
+    if (check_string(b_ + start, length, h, w, area) != kOk && first_bad < 0) {
+      first_bad = static_cast<int64_t>(frame_start.size());
+    }
+    frame_area.push_back(area);
     frame_start.push_back(start);
     frame_len.push_back(length);
     frame_h.push_back(h);
@@ -656,9 +664,9 @@ template <typename T> PyObject* to_bytes(const std::vector<T>& v) {
 const char* kReadResultsDoc =
     "read_results(buf) -> tuple | str\n\n"
     "Reads a YouTube-VIS results JSON held in the writable byte buffer buf (its RLE strings are unescaped in place).\n"
-    "Returns (video_id, category_id, score, entry_offsets, frame_start, frame_length, frame_height, frame_width) as\n"
-    "bytes of int64 (score: float64; frame_start -1 for a null frame), or a str saying why the file needs a general\n"
-    "JSON parser.";
+    "Returns (video_id, category_id, score, entry_offsets, frame_start, frame_length, frame_height, frame_width,\n"
+    "frame_area, first_bad) as bytes of int64 (score: float64; frame_start -1 for a null frame; first_bad the first\n"
+    "frame that is not a valid mask of its size, or -1), or a str saying why the file needs a general JSON parser.";
 
 PyObject* read_results(PyObject*, PyObject* args) {
   PyObject* o_buf;
@@ -671,9 +679,10 @@ PyObject* read_results(PyObject*, PyObject* args) {
   ok = reader.read();
   Py_END_ALLOW_THREADS;
   if (!ok) return PyUnicode_FromString(reader.why.c_str());
-  return Py_BuildValue("(NNNNNNNN)", to_bytes(reader.video_id), to_bytes(reader.category_id), to_bytes(reader.score),
-                       to_bytes(reader.entry_offsets), to_bytes(reader.frame_start), to_bytes(reader.frame_len),
-                       to_bytes(reader.frame_h), to_bytes(reader.frame_w));
+  return Py_BuildValue("(NNNNNNNNNL)", to_bytes(reader.video_id), to_bytes(reader.category_id),
+                       to_bytes(reader.score), to_bytes(reader.entry_offsets), to_bytes(reader.frame_start),
+                       to_bytes(reader.frame_len), to_bytes(reader.frame_h), to_bytes(reader.frame_w),
+                       to_bytes(reader.frame_area), static_cast<long long>(reader.first_bad));
 }
 
 PyMethodDef kMethods[] = {
