@@ -18,7 +18,7 @@ def _infer_fails(name: str, reason: str) -> Callable[[Corpus, Path, Callable[[st
         row = run["rows"].get(name, {})
         note(
             f"exit {run['code']}; `{name}` failed: {scrub(row.get('reason', '(not reported)'), run['input'])}; "
-            "the other videos were processed"
+            f"the good video: {run['status'].get('good')}"
         )
         assert run["status"].get(name) == "failed"
         assert re.search(reason, row["reason"]), row["reason"]
