@@ -16,12 +16,12 @@ with ``frPyObjects``); ``computeIoU`` per (video, category), walking frames in P
 ``evaluateVid`` per (category, area range, video) with the greedy matching loops; ``accumulate``; ``summarize``.
 
 Cases: ``json.load only`` (parsing the two files with the standard library, as the official code does),
-``seqformer`` (``evaluate_files``) and ``baseline``, each reading the same files in a fresh forked child of a parent
-that has not imported torch; time is wall-clock and process CPU time (CPU is the steadier figure on a shared machine;
-the load average before each case is recorded), memory is the child's peak resident set size. seqformer's compiled
-helpers are built (or found in the build cache) in a separate child before timing, as ``evaluate`` builds them once
-per machine; the timed child only imports them (without torch). seqformer and the baseline must agree on all 12
-numbers to 1e-6.
+``seqformer`` (``evaluate_files``) and ``baseline``, each reading the same files in a fresh spawned interpreter (none
+imports torch; numpy and pycocotools are imported before timing). Time is wall-clock and process CPU time (CPU is
+the steadier figure on a shared machine; the load average before each case is recorded); memory is the child's peak
+resident set size. seqformer's compiled helpers are built (or found in the build cache) in a separate child before
+timing, as ``evaluate`` builds them once per machine; the timed child only imports them. seqformer and the baseline
+must agree on all 12 numbers to 1e-6.
 
 Usage::
 
@@ -438,7 +438,9 @@ def _child(name: str, paths: tuple[str, str], queue: Any) -> None:
 
 
 def _run(name: str, paths: tuple[str, str]) -> dict:
-    ctx = mp.get_context("fork")
+    # A fresh interpreter per case: a fork of this parent, whose heap held the whole synthetic set, would charge
+    # every case for copy-on-write page faults in the memory it inherits.
+    ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     process = ctx.Process(target=_child, args=(name, paths, queue))
     process.start()
