@@ -1,9 +1,12 @@
-"""SeqFormer CPU benchmark: R50 inference and training step on a 5-frame 360x640 clip, and the tiny training step.
+"""SeqFormer CPU benchmark: R50 inference and training step on a 5-frame 360x640 clip, tiny and demo training steps.
 
-Peak memory is the process's peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) measured in a
-fresh child process per case, so cases do not inherit each other's peak. Usage::
+Every case runs in a fresh spawned child process, so its peak resident set size
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its own. Each case runs one untimed warm-up iteration (the
+kernel extension loads and oneDNN creates its primitives there), then ``--iters`` timed ones; the table shows the
+best wall time, the process CPU time (user + system, all threads) of that iteration and the 1-minute load average
+of the machine, because the machine is shared and wall times depend on it. Usage::
 
-    python benchmarks/model.py [--backend reference|compiled|auto] [--iters 2] [--cases infer,train,tiny]
+    python benchmarks/model.py [--backend reference|compiled|auto] [--iters 2] [--cases r50_infer,r50_train,...]
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
 import resource
 import time
@@ -18,81 +22,118 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "model.json"
 
+# case -> (threads, frames, height, width, clips, instances per clip)
+CASES = {
+    "r50_infer": (2, 5, 360, 640, 1, 2),
+    "r50_train": (2, 5, 360, 640, 1, 2),
+    "tiny_train": (2, 2, 64, 96, 1, 2),
+    "demo_train": (1, 3, 96, 96, 2, 2),
+}
+TARGETS = {"r50_infer": (4.4, None), "r50_train": (10.0, 6.0)}
 
-def _clip_and_targets(num_frames: int, h: int, w: int, num_instances: int):
+
+def _config(case: str, backend: str):  # noqa: ANN202
+    from seqformer.model import ModelConfig
+
+    if case == "tiny_train":
+        return ModelConfig(
+            hidden_dim=32, dim_feedforward=64, enc_layers=1, dec_layers=1, num_queries=12, num_frames=2,
+            msda_backend=backend,
+        )  # fmt: skip
+    if case == "demo_train":  # the platform demo's model (experiments/demo/tiny_cpu.yaml)
+        return ModelConfig(
+            backbone="resnet18", frozen_batch_norm=False, freeze_stem=False, hidden_dim=64, dim_feedforward=256,
+            enc_layers=2, dec_layers=2, nheads=8, num_queries=20, num_classes=5, num_frames=3, dropout=0.0,
+            mask_feat_channels=8, msda_backend=backend,
+        )  # fmt: skip
+    return ModelConfig(msda_backend=backend)
+
+
+def _clips_and_targets(num_clips: int, num_frames: int, h: int, w: int, num_instances: int):  # noqa: ANN202
+    """Random frames and rectangle instances (the same in every frame) scaled to the clip size."""
     import torch
 
     g = torch.Generator().manual_seed(0)
-    clip = torch.randn(num_frames, 3, h, w, generator=g)
-    masks = torch.zeros(num_instances, num_frames, h, w, dtype=torch.bool)
-    boxes = torch.zeros(num_instances, num_frames, 4)
-    for i in range(num_instances):
-        y0, x0, y1, x1 = 40 + 60 * i, 80 + 150 * i, 200 + 60 * i, 300 + 150 * i
-        masks[i, :, y0:y1, x0:x1] = True
-        boxes[i, :] = torch.tensor([(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h])
-    targets = [{"labels": torch.arange(1, num_instances + 1), "boxes": boxes, "masks": masks}]
-    return [clip], targets
+    clips, targets = [], []
+    for _ in range(num_clips):
+        clips.append(torch.randn(num_frames, 3, h, w, generator=g))
+        masks = torch.zeros(num_instances, num_frames, h, w, dtype=torch.bool)
+        boxes = torch.zeros(num_instances, num_frames, 4)
+        for i in range(num_instances):
+            y0, x0 = h * (1 + i) // 9, w * (1 + 2 * i) // 9
+            y1, x1 = y0 + h * 4 // 9, x0 + w * 3 // 9
+            masks[i, :, y0:y1, x0:x1] = True
+            boxes[i, :] = torch.tensor([(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h])
+        targets.append({"labels": torch.arange(1, num_instances + 1), "boxes": boxes, "masks": masks})
+    return clips, targets
 
 
-def _run_case(case: str, backend: str, iters: int, queue) -> None:
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_case(case: str, backend: str, iters: int, queue) -> None:  # noqa: ANN001
     import torch
 
-    from seqformer.model import ModelConfig, build_criterion, build_model, param_groups
+    from seqformer.model import build_criterion, build_model, param_groups
 
-    torch.set_num_threads(2)
+    threads, num_frames, h, w, num_clips, num_instances = CASES[case]
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    if case == "tiny_train":
-        cfg = ModelConfig(
-            hidden_dim=32,
-            dim_feedforward=64,
-            enc_layers=1,
-            dec_layers=1,
-            num_queries=12,
-            num_frames=2,
-            msda_backend=backend,
-        )
-        clips, targets = _clip_and_targets(2, 64, 96, 2)
-    else:
-        cfg = ModelConfig(msda_backend=backend)
-        clips, targets = _clip_and_targets(5, 360, 640, 2)
+    cfg = _config(case, backend)
+    clips, targets = _clips_and_targets(num_clips, num_frames, h, w, num_instances)
     model = build_model(cfg)
-    times = []
     if case == "r50_infer":
         model.eval()
-        for _ in range(iters):
-            start = time.perf_counter()
+
+        def step() -> None:
             with torch.no_grad():
                 out = model(clips)
-            times.append(time.perf_counter() - start)
-        assert out["pred_masks"].shape[-2:] == (96, 160)
+            assert out["pred_masks"].shape[-2:] == ((h + 31) // 32 * 8, (w + 31) // 32 * 8)
+
     else:
         model.train()
         criterion = build_criterion(cfg)
         optimizer = torch.optim.AdamW(param_groups(model, 2e-4, 2e-5, 0.1), weight_decay=1e-4)
-        for _ in range(iters):
-            start = time.perf_counter()
+
+        def step() -> None:
             losses = criterion(model(clips), targets)
             total = criterion.total_loss(losses)
             optimizer.zero_grad()
             total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
             optimizer.step()
-            times.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    step()  # warm-up: extension load, oneDNN primitive creation, first-touch allocations
+    warmup = time.perf_counter() - start
+    times, cpu_times, loads = [], [], []
+    for _ in range(iters):
+        loads.append(os.getloadavg()[0])
+        cpu, start = _cpu_seconds(), time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+        cpu_times.append(_cpu_seconds() - cpu)
+    loads.append(os.getloadavg()[0])
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     from seqformer.kernels import backend_in_use
 
-    try:
-        used = str(backend_in_use())
-    except Exception as err:  # report, do not hide: the table shows what failed
-        used = f"unknown ({type(err).__name__})"
+    best = min(range(iters), key=times.__getitem__)
     queue.put(
         {
             "case": case,
             "backend": backend,
-            "backend_in_use": used,
+            "backend_in_use": backend_in_use().name,
+            "threads": threads,
+            "warmup_s": warmup,
             "times_s": times,
-            "best_s": min(times),
+            "cpu_s": cpu_times,
+            "best_s": times[best],
+            "best_cpu_s": cpu_times[best],
+            "load_avg_1min": loads,
             "peak_rss_gib": peak_kib / 2**20,
+            "peak_rss_gb": peak_kib * 1024 / 1e9,
         }
     )
 
@@ -101,31 +142,45 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="auto", choices=["auto", "compiled", "reference"])
     parser.add_argument("--iters", type=int, default=2)
-    parser.add_argument("--cases", default="r50_infer,r50_train,tiny_train")
+    parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
     rows = []
     for case in args.cases.split(","):
+        if case not in CASES:
+            parser.error(f"unknown case {case!r}; choose from {', '.join(CASES)}")
         queue = ctx.Queue()
         proc = ctx.Process(target=_run_case, args=(case, args.backend, args.iters, queue))
         proc.start()
+        row = queue.get()  # before join: a child blocks on exit until its queue is drained
         proc.join()
         if proc.exitcode != 0:
             print(f"{case}: failed with exit code {proc.exitcode}")
             continue
-        rows.append(queue.get())
-    targets = {"r50_infer": (4.4, None), "r50_train": (10.0, 6.0)}
-    print(f"{'case':<12} {'backend':<10} {'best s':>8} {'peak GiB':>9}  target")
+        rows.append(row)
+    header = f"{'case':<11} {'backend':<9} {'thr':>3} {'best s':>7} {'cpu s':>7} {'peak GB':>8} {'load':>10}  target"
+    print(header)
     for r in rows:
-        t_s, t_mem = targets.get(r["case"], (None, None))
+        t_s, t_mem = TARGETS.get(r["case"], (None, None))
         target = "" if t_s is None else f"<= {t_s} s" + ("" if t_mem is None else f", <= {t_mem} GB")
-        print(f"{r['case']:<12} {r['backend']:<10} {r['best_s']:>8.2f} {r['peak_rss_gib']:>9.2f}  {target}")
+        load = f"{min(r['load_avg_1min']):.1f}-{max(r['load_avg_1min']):.1f}"
+        print(
+            f"{r['case']:<11} {r['backend_in_use']:<9} {r['threads']:>3} {r['best_s']:>7.2f} {r['best_cpu_s']:>7.2f} "
+            f"{r['peak_rss_gb']:>8.2f} {load:>10}  {target}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     existing = json.loads(out.read_text()) if out.exists() else {}
-    existing[args.backend] = {"machine": platform.processor() or platform.machine(), "threads": 2, "results": rows}
-    out.write_text(json.dumps(existing, indent=2))
+    section = existing.get(args.backend, {})
+    results = {r["case"]: r for r in section.get("results", [])}
+    results.update({r["case"]: r for r in rows})
+    existing[args.backend] = {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "results": list(results.values()),
+    }
+    out.write_text(json.dumps(existing, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqformer.model.box_ops import inverse_sigmoid
+from seqformer.model.dropout import Dropout, relu_dropout
 from seqformer.model.ms_deform_attn import MSDeformAttn
 
 
@@ -29,12 +30,12 @@ class DeformableTransformerEncoderLayer(nn.Module):
     ) -> None:  # noqa: E501
         super().__init__()
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, backend=backend)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
         self.linear2 = nn.Linear(d_ffn, d_model)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask):  # noqa: ANN001, ANN201
@@ -42,7 +43,7 @@ class DeformableTransformerEncoderLayer(nn.Module):
         value = self.self_attn.project_value(src, padding_mask)
         sampled = self.self_attn.sample(src + pos, reference_points, value, spatial_shapes, level_start_index)
         src = self.norm1(src + self.dropout1(self.self_attn.output_proj(sampled)))
-        src2 = self.linear2(self.dropout2(F.relu(self.linear1(src))))
+        src2 = self.linear2(relu_dropout(self.linear1(src), self.dropout2.p, self.training, inplace=True))
         return self.norm2(src + self.dropout3(src2))
 
 
@@ -91,25 +92,25 @@ class SeqFormerDecoderLayer(nn.Module):
     ) -> None:  # noqa: E501
         super().__init__()
         self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, backend=backend)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
-        self.dropout1_box = nn.Dropout(dropout)
+        self.dropout1_box = Dropout(dropout)
         self.norm1_box = nn.LayerNorm(d_model)
         self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.self_attn_box = nn.MultiheadAttention(d_model, n_heads, dropout=dropout)
-        self.dropout2_box = nn.Dropout(dropout)
+        self.dropout2_box = Dropout(dropout)
         self.norm2_box = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
         self.linear2 = nn.Linear(d_ffn, d_model)
-        self.dropout4 = nn.Dropout(dropout)
+        self.dropout4 = Dropout(dropout)
         self.norm3 = nn.LayerNorm(d_model)
         self.linear1_box = nn.Linear(d_model, d_ffn)
-        self.dropout3_box = nn.Dropout(dropout)
+        self.dropout3_box = Dropout(dropout)
         self.linear2_box = nn.Linear(d_ffn, d_model)
-        self.dropout4_box = nn.Dropout(dropout)
+        self.dropout4_box = Dropout(dropout)
         self.norm3_box = nn.LayerNorm(d_model)
         self.time_attention_weights = nn.Linear(d_model, 1)
 
@@ -171,12 +172,14 @@ class SeqFormerDecoderLayer(nn.Module):
         if tgt_box.dim() == 3:
             tgt_box = tgt_box.unsqueeze(1)
         tgt_box = self.norm1_box(tgt_box + self.dropout1_box(attn_box))
-        tgt_box2 = self.linear2_box(self.dropout3_box(F.relu(self.linear1_box(tgt_box))))
+        tgt_box2 = self.linear2_box(
+            relu_dropout(self.linear1_box(tgt_box), self.dropout3_box.p, self.training, inplace=True)
+        )
         tgt_box = self.norm3_box(tgt_box + self.dropout4_box(tgt_box2))
         # temporal aggregation: softmax over frames of a score from the updated box query weights attn_inst
         time_weight = F.softmax(self.time_attention_weights(tgt_box), 1)  # [B, T, Q, 1]
         tgt = self.norm1(tgt + self.dropout1((attn_inst * time_weight).sum(1)))
-        tgt2 = self.linear2(self.dropout3(F.relu(self.linear1(tgt))))
+        tgt2 = self.linear2(relu_dropout(self.linear1(tgt), self.dropout3.p, self.training, inplace=True))
         tgt = self.norm3(tgt + self.dropout4(tgt2))
         return tgt, tgt_box
 

@@ -64,7 +64,8 @@ class MSDeformAttn(nn.Module):
         """``[N, S, C]`` memory -> ``[N, S, M, D]`` values with padded positions zeroed."""
         value = self.value_proj(memory)
         if padding_mask is not None:
-            value = value.masked_fill(padding_mask[..., None], 0.0)
+            # in place: the projection's output is fresh and its backward does not need it
+            value = value.masked_fill_(padding_mask[..., None], 0.0)
         return value.view(value.shape[0], value.shape[1], self.n_heads, self.d_model // self.n_heads)
 
     def sample(
@@ -97,9 +98,20 @@ class MSDeformAttn(nn.Module):
         if repeat > 1:
             offsets = offsets.repeat_interleave(repeat, dim=0)
             weights = weights.repeat_interleave(repeat, dim=0)
-        if reference_points.shape[-1] == 2:
+        if reference_points.shape[-1] == 2 and reference_points.requires_grad:
+            # decoder layer 0 (references from a linear layer): the official broadcast, whose backward sums the
+            # reference gradient over heads and points in its own order
             normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
             locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        elif reference_points.shape[-1] == 2:
+            # ref + offset / (w_l, h_l), element for element as officially, but with the small operands expanded
+            # over the points first so that both steps run over contiguous rows of L*P*2 values (vectorised)
+            # instead of pairs, and the sum is formed in place (the encoder: 6.5M locations per layer for R50).
+            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)  # [L, 2] (w, h)
+            normalizer = normalizer[:, None, :].expand(self.n_levels, self.n_points, 2).reshape(-1)  # [L*P*2]
+            refs = reference_points[:, :, None, :, None, :].expand(n * repeat, lq, 1, self.n_levels, self.n_points, 2)
+            locations = offsets.reshape(n * repeat, lq, self.n_heads, -1) / normalizer  # [N, Lq, M, L*P*2]
+            locations = locations.add_(refs.reshape(n * repeat, lq, 1, -1)).view(offsets.shape)
         elif reference_points.shape[-1] == 4:
             locations = (
                 reference_points[:, :, None, :, None, :2]

@@ -1,0 +1,105 @@
+"""Dropout that keeps a bool mask instead of a float noise tensor, and a fused ReLU + dropout for the FFNs.
+
+On CPU ``F.dropout`` draws ``noise = bernoulli(1 - p) / (1 - p)`` as a float tensor the size of its input and
+autograd keeps that noise for the backward; before a linear layer the ReLU output is kept too. For the R50
+encoder FFN (``[5, 5100, 1024]`` per layer) that is two extra 104 MB tensors per layer. Here the same Bernoulli
+draws are taken into a bool tensor (``bernoulli_`` fills an integer buffer from the generator and converts it, so
+a bool and a float target receive the same 0/1 pattern for the same generator state) and the products are formed
+as ``x * keep * scale``, which rounds exactly like ``x * noise``. Forward values and gradients equal
+``F.dropout``'s for the same seed up to the sign of zeros in dropped positions (see ``tests/model/test_dropout.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@functools.lru_cache(maxsize=64)
+def _keep_scale(p: float, dtype: torch.dtype) -> float:
+    # the value F.dropout's noise holds where it keeps: 1 / (1 - p) rounded in ``dtype`` as ``ones.div_(1 - p)``
+    return float(torch.ones((), dtype=dtype).div_(1 - p))
+
+
+class _MaskedDropout(torch.autograd.Function):
+    """``x * keep * scale``; saves the bool mask (1 byte per element) for the backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:
+        keep = torch.empty(x.shape, dtype=torch.bool, device=x.device).bernoulli_(1 - p)
+        scale = _keep_scale(p, x.dtype)
+        ctx.scale = scale
+        ctx.save_for_backward(keep)
+        return x.mul(keep).mul_(scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (keep,) = ctx.saved_tensors
+        return grad.mul(keep).mul_(ctx.scale), None
+
+
+class _ReLUDropout(torch.autograd.Function):
+    """``relu(x) * keep * scale``; saves only its output (which the following linear layer keeps anyway).
+
+    The output is positive exactly where the input was positive and kept (``scale > 1``), so the backward
+    ``grad * scale`` on positive outputs, zero elsewhere, is the ReLU-then-dropout gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, p: float, inplace: bool) -> torch.Tensor:
+        keep = torch.empty(x.shape, dtype=torch.bool, device=x.device).bernoulli_(1 - p)
+        scale = _keep_scale(p, x.dtype)
+        if inplace:
+            ctx.mark_dirty(x)
+            out = x.relu_()
+        else:
+            out = F.relu(x)
+        out = out.mul_(keep).mul_(scale)
+        ctx.scale = scale
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (out,) = ctx.saved_tensors
+        return torch.where(out > 0, grad * ctx.scale, 0.0), None, None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout(x, p, training)`` (same draws, same values) keeping a bool mask for the backward.
+
+    Args:
+        x: any float tensor.
+        p: drop probability.
+        training: apply dropout (else identity, as ``F.dropout``).
+    """
+    if not training or p == 0 or x.numel() == 0 or p >= 1:
+        return F.dropout(x, p, training)
+    return _MaskedDropout.apply(x, p)
+
+
+def relu_dropout(x: torch.Tensor, p: float, training: bool, *, inplace: bool = False) -> torch.Tensor:
+    """``F.dropout(F.relu(x), p, training)`` (same draws, same values) keeping only the output for the backward.
+
+    Args:
+        x: any float tensor; with ``inplace`` it is overwritten with the result (pass a fresh intermediate such
+            as a linear layer's output, whose backward does not read it).
+        p: drop probability.
+        training: apply dropout (else only the ReLU).
+        inplace: reuse ``x``'s memory.
+    """
+    if not training or p == 0 or x.numel() == 0 or p >= 1:
+        return F.dropout(F.relu(x, inplace=inplace), p, training)
+    return _ReLUDropout.apply(x, p, inplace)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (same name, no state) computed by :func:`dropout`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply to a tensor of any shape."""
+        return dropout(x, self.p, self.training)
