@@ -19,6 +19,7 @@ from seqformer.pipelines.ytvis import (
     _check_list,
     check_segmentation,
     load_json,
+    unsafe_relative_path,
 )
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,11 @@ def load_coco(
                     }
                     for k, a in enumerate(anns)
                 ],
-                "problem": None,
+                "problem": (
+                    f"unsafe file name {image['file_name']!r}: {unsafe_relative_path(image['file_name'])}"
+                    if unsafe_relative_path(image["file_name"])
+                    else None
+                ),
             }
         )
     logger.info("%s: %d images kept as pseudo-clip sources, filtered: %s", annotations, len(descriptors), filtered)

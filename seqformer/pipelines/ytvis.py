@@ -216,12 +216,27 @@ def _descriptor(
     }
 
 
+def unsafe_relative_path(name: str) -> str | None:
+    """Why ``name`` may not be joined to a dataset root (absolute, ``..``, NUL, backslash), or None when it is safe."""
+    if "\x00" in name:
+        return "contains a NUL byte"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "is an absolute path"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "leaves the dataset root through '..'"
+    return None
+
+
 def _json_problem(
     video: dict[str, Any], instances: list[dict[str, Any]], num: int, category_ids: set[int]
 ) -> str | None:
     """A reason to skip the video that the JSON alone reveals, or None."""
     if num == 0:
         return "empty video: 'file_names' is empty"
+    for name in video["file_names"]:
+        unsafe = unsafe_relative_path(name)
+        if unsafe:
+            return f"unsafe file name {name!r}: {unsafe}; frames must lie under the dataset's JPEGImages folder"
     if "length" in video and video["length"] != num:
         return f"frame count disagrees: length={video['length']} but {num} file_names"
     for inst in instances:
@@ -263,11 +278,11 @@ def load_ytvis(
 
 
 def iter_frame_stats(descriptor: dict[str, Any]) -> Iterator[list[int] | None]:
-    """``[size, mtime_ns]`` of every frame file of a descriptor (``None`` for a missing file)."""
+    """``[size, mtime_ns]`` of every frame file of a descriptor (``None`` for a missing or unusable file name)."""
     for path in descriptor["frame_paths"]:
         try:
             st = Path(path).stat()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in the name (the video is skipped for it)
             yield None
         else:
             yield [st.st_size, st.st_mtime_ns]

@@ -156,6 +156,7 @@ def predict_videos(
     from PIL import Image
 
     from seqformer.pipelines.inference import AssociationConfig
+    from seqformer.pipelines.ytvis import unsafe_relative_path
     from seqformer.platform.predictor import Predictor
 
     top_k = exp.eval.top_k
@@ -166,6 +167,9 @@ def predict_videos(
     for video in videos:
         frames = []
         for name in video["file_names"]:
+            unsafe = unsafe_relative_path(str(name))
+            if unsafe:
+                raise ValueError(f"validation video {video['id']}: file name {name!r} {unsafe}")
             path = frames_root / name
             if not path.is_file():
                 raise FileNotFoundError(f"validation video {video['id']}: frame {path} is missing")

@@ -216,21 +216,18 @@ CASES = [
         "`file_names` of video 1 are `../../private/00000.jpg`, ... (images outside the dataset root)",
         "refused: the video is skipped naming the path (nothing outside the root is read)",
         _traversal(absolute=False),
-        bug="pipelines/ytvis.py joins file_names to the root unchecked: frames outside the root are read",
     ),
     Case(
         "annotations/absolute-path",
         "`file_names` of video 1 are absolute paths to images elsewhere",
         "refused: the video is skipped naming the path",
         _traversal(absolute=True),
-        bug="pipelines/ytvis.py: `root / '/abs/path'` is the absolute path; frames outside the root are read",
     ),
     Case(
         "annotations/nul-in-file-name",
         "a file name containing a NUL byte",
         "exit 2 (or the video skipped) with a message naming the file or video",
         _nul_in_name,
-        bug="prepare fails with a bare 'embedded null byte' that names neither the file nor the video",
     ),
     Case(
         "results/unknown-video-id",

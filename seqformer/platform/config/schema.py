@@ -20,7 +20,8 @@ ModelConfig.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[att
 class Section(BaseModel):
     """Base of every section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf / nan are never meaningful settings (an infinite learning rate would pass gt=0 otherwise)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SyntheticDataConfig(Section):
