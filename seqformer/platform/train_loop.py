@@ -469,13 +469,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     logged["train/lr"] = trainer.optimizer.param_groups[0]["lr"]
                     trainer.tracker.log_metrics(trainer.run_id, logged, state.step)
             stop = trainer.should_stop(started)
-            val_metrics = _validate(trainer) if every_eval and state.step % every_eval == 0 and not stop else {}
+            # the same decisions on every rank: only rank 0 has validation metrics, but every rank must report
+            validate_now = bool(every_eval and state.step % every_eval == 0 and not stop)
+            val_metrics = _validate(trainer) if validate_now else {}
             if state.step - last_ckpt_step >= exp.train.checkpoint_every_steps and not stop:
                 state.train_seconds += time.monotonic() - started
                 started = time.monotonic()
                 _report(trainer, val_metrics, with_checkpoint=True)
                 last_ckpt_step = state.step
-            elif val_metrics:
+            elif validate_now:
                 _report(trainer, val_metrics, with_checkpoint=False)
             if not stop:
                 inject_fault(exp, state.step, trainer.rank)
