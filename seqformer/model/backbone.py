@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
 from seqformer.model.position_encoding import build_position_encoding
+from seqformer.model.tiny_backbone import TINY_WIDTHS, tiny_resnet
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,9 @@ class FrozenBatchNorm2d(nn.Module):
         return x * scale + bias
 
 
-_RESNETS = {
+
+_RESNETS: dict[str, Any] = {
+    "tiny_resnet": tiny_resnet,
     # resnet18 / resnet34 (BasicBlock, 128/256/512 channels) are not in the paper's zoo; they make small CPU models
     # such as the demo's possible.
     "resnet18": torchvision.models.resnet18,
@@ -102,7 +106,11 @@ class ResNetBackbone(nn.Module):
             net, return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
         )
         self.strides = [8, 16, 16 if dilation else 32]
-        self.num_channels = [128, 256, 512] if name in ("resnet18", "resnet34") else [512, 1024, 2048]
+        self.num_channels = {
+            "tiny_resnet": list(TINY_WIDTHS[1:]),
+            "resnet18": [128, 256, 512],
+            "resnet34": [128, 256, 512],
+        }.get(name, [512, 1024, 2048])
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``[N, 3, H, W]`` -> C3, C4, C5 feature maps (strides 8, 16, 32), in ``self.memory_format``."""

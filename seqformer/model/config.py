@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-BackboneName = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnext101", "swin_l"]
+BackboneName = Literal["tiny_resnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnext101", "swin_l"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class ModelConfig:
         if self.hidden_dim // 32 < 1 and self.mask_feat_channels is None:
             raise ValueError("model.mask_feat_channels must be set when model.hidden_dim < 32")
         choices = {
-            "backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101", "swin_l"),
+            "backbone": ("tiny_resnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnext101", "swin_l"),
             "position_embedding": ("sine", "learned"),
             "msda_backend": ("auto", "compiled", "reference"),
         }

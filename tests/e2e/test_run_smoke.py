@@ -27,6 +27,7 @@ def smoke_run(tmp_path_factory):
         "resources.num_workers=2",
         "train.max_steps=3",
         "train.checkpoint_every_steps=2",
+        "eval.every_steps=1",  # periodic validation on rank 0 while rank 1 waits (every rank must report)
     ]
     import os
 
