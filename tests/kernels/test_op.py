@@ -112,8 +112,10 @@ class OpTester:
         ):
             torch.testing.assert_close(g, w, rtol=0, atol=0)
 
-    def test_locations_outside_the_map_contribute_zero(self) -> None:
-        case = Case(batch=1, heads=2, channels=5, queries=6, levels=((4, 5), (2, 3)), points=2)
+    # 5 channels take the generic channel loop, 32 the unrolled one (each reads the zero rows its own way)
+    @pytest.mark.parametrize("channels", [5, 32])
+    def test_locations_outside_the_map_contribute_zero(self, channels: int) -> None:
+        case = Case(batch=1, heads=2, channels=channels, queries=6, levels=((4, 5), (2, 3)), points=2)
         value, shapes, starts, locations, weights = self.inputs(case)
         # far outside, just outside (all four corners out), and the half-pixel border where one row is still in
         edges = torch.tensor([-2.0, 3.0, -0.11, 1.11, -0.05, 1.05], dtype=locations.dtype, device=locations.device)

@@ -67,12 +67,17 @@ MSDA_HOST_DEVICE bool bilinear_corners(T loc_x, T loc_y, int64_t h, int64_t w, C
 
 // Given g_k = <grad_out, value at corner k> for the four corners, the derivatives of the sampled value with respect
 // to the pixel coordinates x and y (multiply by w and h for the normalised location).
+// fx, fy are the fractional parts of the pixel coordinates (Corners::frac_x, frac_y).
+template <typename T>
+MSDA_HOST_DEVICE void bilinear_coordinate_grads(T fx, T fy, T g0, T g1, T g2, T g3, T& d_x, T& d_y) {
+  const T gy = static_cast<T>(1) - fy, gx = static_cast<T>(1) - fx;
+  d_x = gy * (g1 - g0) + fy * (g3 - g2);
+  d_y = gx * (g2 - g0) + fx * (g3 - g1);
+}
+
 template <typename T>
 MSDA_HOST_DEVICE void bilinear_coordinate_grads(const Corners<T>& c, const T g[4], T& d_x, T& d_y) {
-  const T fy = c.frac_y, fx = c.frac_x;
-  const T gy = static_cast<T>(1) - fy, gx = static_cast<T>(1) - fx;
-  d_x = gy * (g[1] - g[0]) + fy * (g[3] - g[2]);
-  d_y = gx * (g[2] - g[0]) + fx * (g[3] - g[1]);
+  bilinear_coordinate_grads(c.frac_x, c.frac_y, g[0], g[1], g[2], g[3], d_x, d_y);
 }
 
 }  // namespace msda

@@ -3,11 +3,20 @@
 // Axis letters as in ms_deform_attn.h: N batch, S value length, M heads, D channels per head, Lq queries,
 // L levels, P points.
 //
-// Layout facts the kernels are built on: the D channels of one head at one value row are contiguous (value is
-// [N, S, M, D]), so every bilinear tap is a contiguous D-vector operation that the compiler vectorises; and the
-// value slices of different (n, m) pairs are disjoint, so a backward pass partitioned over (n, m) writes grad_value
-// without atomics or per-thread copies (queries are split further, into private buffers, only when there are fewer
-// (n, m) pairs than threads).
+// The kernels are bound by memory traffic, not arithmetic, so they are organised around the cache:
+// - Work is split over (sample n, head m) pairs. A task copies value[n, :, m, :] (one head's S rows of D channels,
+//   1/M of a 1 KiB-strided value row each) into a contiguous per-thread slice, S rows and four zero rows at the
+//   end, and walks all its queries over it. A head's slice of SeqFormer's encoder is ~600 KiB, and nearby queries
+//   touch a narrow band of it that stays in L2; in the [N, S, M, D] layout the same band is spread over 8x more
+//   memory and an eighth of the cache sets.
+// - Backward accumulates grad_value of the task's head in a second per-thread slice and writes it to
+//   grad_value[n, :, m, :] once at the end: no atomics, no zero-filled output, no per-thread copies of the whole
+//   gradient. Queries are split further (into private [N, S, M, D] buffers, summed at the end) only when there are
+//   fewer (n, m) pairs than threads.
+// - Queries are walked per (n, m), so consecutive queries' locations, weights and outputs are M rows apart; the
+//   kernels prefetch them a few queries ahead (the hardware prefetchers stop at page boundaries).
+// - Corners outside the map read one of four zero rows after the slice with weight zero, so the four taps of a
+//   sample fuse into one branch-free D-channel loop. D = 32 and 64 are compiled with a fixed trip count.
 //
 // Portability: the hot loops are compiled twice with GCC target_clones (x86-64-v3 = AVX2 + FMA, and the baseline)
 // and the loader picks one at run time, so the shipped flags need no -march=native. Plain -O3, no -ffast-math:
@@ -17,8 +26,10 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "../bilinear.h"
@@ -42,6 +53,27 @@ namespace {
 
 // Width of the partial sums of the backward dot products: one AVX2 register of floats.
 constexpr int kLanes = 8;
+// Rows S .. S + 3 of a slice are zeros: corner k of a sample reads row S + k when it lies outside the map (their
+// gradient rows are written but never read), so the four corners of a sample never share a row.
+constexpr int64_t kZeroRows = 4;
+
+// A 64-byte aligned scratch array (a D = 32 float row is then two whole cache lines).
+template <typename T>
+class Scratch {
+ public:
+  explicit Scratch(int64_t size)
+      : data_(static_cast<T*>(std::aligned_alloc(64, round_up(std::max<int64_t>(size, 1) * sizeof(T))))) {
+    TORCH_CHECK(data_ != nullptr, "ms_deform_attn: out of memory for a ", size * sizeof(T), "-byte scratch buffer");
+  }
+  T* get() const { return data_.get(); }
+
+ private:
+  static size_t round_up(size_t bytes) { return (bytes + 63) / 64 * 64; }
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> data_;
+};
 
 // Raw pointers and sizes of one call; every tensor is contiguous.
 template <typename scalar_t, typename acc_t>
@@ -52,39 +84,115 @@ struct Problem {
   const scalar_t* value;  // [N, S, M, D]
   const scalar_t* loc;    // [N, Lq, M, L, P, 2]
   const scalar_t* attn;   // [N, Lq, M, L, P]
+  int64_t chunks = 1;     // query chunks per (n, m) pair
   // forward
   scalar_t* out = nullptr;  // [N, Lq, M, D]
   // backward
   const scalar_t* grad_out = nullptr;  // [N, Lq, M, D]
-  acc_t* grad_value = nullptr;         // [chunks, N, S, M, D] accumulation buffers (chunk 0 may be the output)
-  acc_t* grad_value_rest = nullptr;    // buffers of chunks 1.. when chunk 0 writes the output directly
+  scalar_t* grad_value = nullptr;      // [N, S, M, D], written directly when chunks == 1
+  acc_t* grad_value_parts = nullptr;   // [chunks, N, S, M, D] when chunks > 1 (summed by the caller)
   scalar_t* grad_loc = nullptr;        // [N, Lq, M, L, P, 2]
   scalar_t* grad_attn = nullptr;       // [N, Lq, M, L, P]
-  int64_t heads_per_task = 1;          // backward: a task owns the grad_value of this many heads of one sample
-  int64_t chunks = 1;                  // backward: query chunks per (n, head group), each with its own buffer
 };
 
-// Forward for the flattened queries nq in [begin, end): out[n, q, m, :] = sum_{l,p} A * bilinear(V_l, loc).
-// kD > 0 fixes the channel count at compile time (full unrolling, accumulator in registers); kD == 0 is generic.
+// Sums the kLanes partial sums of four dot products at once, as a tree (the AVX "hadd" pattern on GCC vector
+// types: three vector additions instead of 4 * kLanes scalar ones). The order of the additions differs from a
+// sequential sum by rounding only.
+template <typename T>
+MSDA_INLINE void sum_lanes(const T* a, const T* b, const T* c, const T* d, T& sa, T& sb, T& sc, T& sd) {
+  static_assert(kLanes == 8, "the shuffle masks below are written for eight lanes");
+#if defined(__GNUC__) && !defined(__clang__)
+  using Int = std::conditional_t<sizeof(T) == 8, int64_t, int32_t>;
+  typedef T Vec __attribute__((vector_size(kLanes * sizeof(T))));
+  typedef Int Mask __attribute__((vector_size(kLanes * sizeof(T))));
+  Vec va, vb, vc, vd;
+  std::memcpy(&va, a, sizeof(Vec));
+  std::memcpy(&vb, b, sizeof(Vec));
+  std::memcpy(&vc, c, sizeof(Vec));
+  std::memcpy(&vd, d, sizeof(Vec));
+  const Mask even = {0, 2, 8, 10, 4, 6, 12, 14}, odd = {1, 3, 9, 11, 5, 7, 13, 15};
+  // [a0+a1, a2+a3, b0+b1, b2+b3, a4+a5, a6+a7, b4+b5, b6+b7], the same for c and d
+  const Vec ab = __builtin_shuffle(va, vb, even) + __builtin_shuffle(va, vb, odd);
+  const Vec cd = __builtin_shuffle(vc, vd, even) + __builtin_shuffle(vc, vd, odd);
+  // [a0..3, b0..3, c0..3, d0..3, a4..7, b4..7, c4..7, d4..7]
+  const Vec abcd = __builtin_shuffle(ab, cd, even) + __builtin_shuffle(ab, cd, odd);
+  sa = abcd[0] + abcd[4];
+  sb = abcd[1] + abcd[5];
+  sc = abcd[2] + abcd[6];
+  sd = abcd[3] + abcd[7];
+#else
+  sa = sb = sc = sd = T(0);
+  for (int i = 0; i < kLanes; ++i) {
+    sa += a[i];
+    sb += b[i];
+    sc += c[i];
+    sd += d[i];
+  }
+#endif
+}
+
+// Queries are walked per (n, m) pair, so consecutive queries' locations, weights and outputs lie M * (their size)
+// apart: a stride of 1 KiB at SeqFormer's shapes, which crosses a page every few queries and defeats the hardware
+// prefetchers. The kernels prefetch these rows kPrefetchQueries queries ahead themselves.
+constexpr int64_t kPrefetchQueries = 4;
+
+// Prefetches the cache lines of [p, p + bytes) for reading (kWrite = false) or writing.
+template <bool kWrite>
+MSDA_INLINE void prefetch_bytes(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, kWrite ? 1 : 0, 3);
+}
+
+// Copies value[n, :, m, :] into the contiguous slice (S rows of D, then kZeroRows zero rows), converting to acc_t.
+template <typename scalar_t, typename acc_t, int kD>
+MSDA_INLINE void load_slice(const Problem<scalar_t, acc_t>& pb, int64_t n, int64_t m, acc_t* __restrict__ slice) {
+  const int64_t D = kD > 0 ? kD : pb.D, row = pb.M * D;
+  const scalar_t* __restrict__ src = pb.value + n * pb.S * row + m * D;
+  for (int64_t s = 0; s < pb.S; ++s) {
+    if (s + 8 < pb.S) prefetch_bytes<false>(src + (s + 8) * row, D * sizeof(scalar_t));
+    MSDA_SIMD for (int64_t d = 0; d < D; ++d) slice[s * D + d] = static_cast<acc_t>(src[s * row + d]);
+  }
+  std::fill(slice + pb.S * D, slice + (pb.S + kZeroRows) * D, acc_t(0));
+}
+
+// Slice offsets (row * D) of a sample's four corners: the corner's row of the level, or zero row S + k outside.
+template <typename acc_t>
+MSDA_INLINE void corner_offsets(const Corners<acc_t>& c, int64_t start, int64_t S, int64_t D, int64_t off[4]) {
+  for (int k = 0; k < 4; ++k) off[k] = (c.valid[k] ? start + c.offset[k] : S + k) * D;
+}
+
+// Forward for tasks [begin, end); a task is one (n, m, query chunk).
+// out[n, q, m, :] = sum_{l,p} A * bilinear(V_l, loc), the four taps of a sample fused into one D loop.
 template <typename scalar_t, typename acc_t, int kD>
 MSDA_INLINE void forward_range(const Problem<scalar_t, acc_t>& pb, int64_t begin, int64_t end) {
   const int64_t D = kD > 0 ? kD : pb.D;
-  const int64_t M = pb.M, L = pb.L, P = pb.P, row = pb.M * D;
+  const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, S = pb.S;
+  Scratch<acc_t> slice_buf((S + kZeroRows) * D);
+  acc_t* __restrict__ slice = slice_buf.get();
   std::vector<acc_t> acc_heap(kD > 0 ? 0 : D);
   acc_t acc_stack[kD > 0 ? kD : 1];
   acc_t* __restrict__ acc = kD > 0 ? acc_stack : acc_heap.data();
-  // Neighbours outside the map read this zero row with weight zero, so the four taps fuse into one loop.
-  const std::vector<scalar_t> zeros(D, scalar_t(0));
-  for (int64_t nq = begin; nq < end; ++nq) {
-    const scalar_t* value_n = pb.value + (nq / pb.Lq) * pb.S * row;
-    for (int64_t m = 0; m < M; ++m) {
-      const int64_t qm = nq * M + m;
+  int64_t loaded = -1;
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t chunk = task % pb.chunks, nm = task / pb.chunks, n = nm / M, m = nm % M;
+    if (nm != loaded) {
+      load_slice<scalar_t, acc_t, kD>(pb, n, m, slice);
+      loaded = nm;
+    }
+    const int64_t q_begin = Lq * chunk / pb.chunks, q_end = Lq * (chunk + 1) / pb.chunks;
+    for (int64_t q = q_begin; q < q_end; ++q) {
+      const int64_t qm = (n * Lq + q) * M + m;
       const scalar_t* loc = pb.loc + qm * L * P * 2;
       const scalar_t* attn = pb.attn + qm * L * P;
+      if (q + kPrefetchQueries < q_end) {
+        const int64_t ahead = qm + kPrefetchQueries * M;
+        prefetch_bytes<false>(pb.loc + ahead * L * P * 2, L * P * 2 * sizeof(scalar_t));
+        prefetch_bytes<false>(pb.attn + ahead * L * P, L * P * sizeof(scalar_t));
+        prefetch_bytes<true>(pb.out + ahead * D, D * sizeof(scalar_t));
+      }
       MSDA_SIMD for (int64_t d = 0; d < D; ++d) acc[d] = acc_t(0);
       for (int64_t l = 0; l < L; ++l) {
-        const int64_t h = pb.shapes[2 * l], w = pb.shapes[2 * l + 1];
-        const scalar_t* value_l = value_n + pb.starts[l] * row + m * D;
+        const int64_t h = pb.shapes[2 * l], w = pb.shapes[2 * l + 1], start = pb.starts[l];
         for (int64_t p = 0; p < P; ++p) {
           const int64_t lp = l * P + p;
           Corners<acc_t> c;
@@ -93,19 +201,16 @@ MSDA_INLINE void forward_range(const Problem<scalar_t, acc_t>& pb, int64_t begin
             continue;
           }
           const acc_t a = static_cast<acc_t>(attn[lp]);
-          const scalar_t* v[4];
-          acc_t cw[4];
-          for (int k = 0; k < 4; ++k) {
-            v[k] = c.valid[k] ? value_l + c.offset[k] * row : zeros.data();
-            cw[k] = c.valid[k] ? a * c.weight[k] : acc_t(0);
-          }
-          const scalar_t* __restrict__ v0 = v[0];
-          const scalar_t* __restrict__ v1 = v[1];
-          const scalar_t* __restrict__ v2 = v[2];
-          const scalar_t* __restrict__ v3 = v[3];
+          int64_t off[4];
+          corner_offsets(c, start, S, D, off);
+          const acc_t* __restrict__ v0 = slice + off[0];
+          const acc_t* __restrict__ v1 = slice + off[1];
+          const acc_t* __restrict__ v2 = slice + off[2];
+          const acc_t* __restrict__ v3 = slice + off[3];
+          const acc_t cw0 = c.valid[0] ? a * c.weight[0] : acc_t(0), cw1 = c.valid[1] ? a * c.weight[1] : acc_t(0);
+          const acc_t cw2 = c.valid[2] ? a * c.weight[2] : acc_t(0), cw3 = c.valid[3] ? a * c.weight[3] : acc_t(0);
           MSDA_SIMD for (int64_t d = 0; d < D; ++d) {
-            acc[d] += cw[0] * static_cast<acc_t>(v0[d]) + cw[1] * static_cast<acc_t>(v1[d]) +
-                      cw[2] * static_cast<acc_t>(v2[d]) + cw[3] * static_cast<acc_t>(v3[d]);
+            acc[d] += cw0 * v0[d] + cw1 * v1[d] + cw2 * v2[d] + cw3 * v3[d];
           }
         }
       }
@@ -117,35 +222,45 @@ MSDA_INLINE void forward_range(const Problem<scalar_t, acc_t>& pb, int64_t begin
 
 // Backward for tasks [begin, end); a task is one (n, m, query chunk). For every sample it computes the four dot
 // products g_k = <grad_out, V(corner k)> in one pass over D and, in the same pass, scatters A * w_k * grad_out into
-// the task's own grad_value rows. grad_attention = sum_k w_k g_k, grad_location from the weights' derivatives.
+// the task's grad_value slice. grad_attention = sum_k w_k g_k, grad_location from the weights' derivatives.
 template <typename scalar_t, typename acc_t, int kD>
 MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begin, int64_t end) {
   const int64_t D = kD > 0 ? kD : pb.D;
-  const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, row = pb.M * D;
-  const int64_t slice = pb.N * pb.S * row;  // one grad_value buffer
-  const std::vector<scalar_t> zeros(D, scalar_t(0));
-  std::vector<acc_t> scratch(4 * D);  // write target of neighbours outside the map (never read)
-  const int64_t groups = M / pb.heads_per_task;
+  const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, S = pb.S, row = M * D;
+  Scratch<acc_t> slice_buf((S + kZeroRows) * D);
+  Scratch<acc_t> grad_buf((S + kZeroRows) * D);
+  acc_t* __restrict__ slice = slice_buf.get();
+  acc_t* __restrict__ grad_slice = grad_buf.get();
+  std::vector<acc_t> g_heap(kD > 0 ? 0 : D);
+  acc_t g_stack[kD > 0 ? kD : 1];
+  acc_t* __restrict__ g = kD > 0 ? g_stack : g_heap.data();
+  int64_t loaded = -1;
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t chunk = task % pb.chunks, ng = task / pb.chunks;
-    const int64_t n = ng / groups, m_begin = (ng % groups) * pb.heads_per_task, m_end = m_begin + pb.heads_per_task;
+    const int64_t chunk = task % pb.chunks, nm = task / pb.chunks, n = nm / M, m = nm % M;
+    if (nm != loaded) {
+      load_slice<scalar_t, acc_t, kD>(pb, n, m, slice);
+      loaded = nm;
+    }
+    std::fill(grad_slice, grad_slice + (S + kZeroRows) * D, acc_t(0));
     const int64_t q_begin = Lq * chunk / pb.chunks, q_end = Lq * (chunk + 1) / pb.chunks;
-    acc_t* grad_value_buf = chunk == 0 || pb.grad_value_rest == nullptr
-                                ? pb.grad_value + chunk * slice
-                                : pb.grad_value_rest + (chunk - 1) * slice;
-    const scalar_t* value_n = pb.value + n * pb.S * row;
-    acc_t* grad_value_n = grad_value_buf + n * pb.S * row;
     for (int64_t q = q_begin; q < q_end; ++q) {
-     for (int64_t m = m_begin; m < m_end; ++m) {
       const int64_t qm = (n * Lq + q) * M + m;
-      const scalar_t* __restrict__ g = pb.grad_out + qm * D;
       const scalar_t* loc = pb.loc + qm * L * P * 2;
       const scalar_t* attn = pb.attn + qm * L * P;
       scalar_t* grad_loc = pb.grad_loc + qm * L * P * 2;
       scalar_t* grad_attn = pb.grad_attn + qm * L * P;
+      const scalar_t* __restrict__ grad_out = pb.grad_out + qm * D;
+      if (q + kPrefetchQueries < q_end) {
+        const int64_t ahead = qm + kPrefetchQueries * M;
+        prefetch_bytes<false>(pb.loc + ahead * L * P * 2, L * P * 2 * sizeof(scalar_t));
+        prefetch_bytes<false>(pb.attn + ahead * L * P, L * P * sizeof(scalar_t));
+        prefetch_bytes<false>(pb.grad_out + ahead * D, D * sizeof(scalar_t));
+        prefetch_bytes<true>(pb.grad_loc + ahead * L * P * 2, L * P * 2 * sizeof(scalar_t));
+        prefetch_bytes<true>(pb.grad_attn + ahead * L * P, L * P * sizeof(scalar_t));
+      }
+      MSDA_SIMD for (int64_t d = 0; d < D; ++d) g[d] = static_cast<acc_t>(grad_out[d]);
       for (int64_t l = 0; l < L; ++l) {
-        const int64_t h = pb.shapes[2 * l], w = pb.shapes[2 * l + 1];
-        const int64_t base = pb.starts[l] * row + m * D;
+        const int64_t h = pb.shapes[2 * l], w = pb.shapes[2 * l + 1], start = pb.starts[l];
         for (int64_t p = 0; p < P; ++p) {
           const int64_t lp = l * P + p;
           Corners<acc_t> c;
@@ -157,69 +272,70 @@ MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begi
             continue;
           }
           const acc_t a = static_cast<acc_t>(attn[lp]);
-          const scalar_t* v[4];
-          acc_t* gv[4];
-          acc_t cw[4];
-          for (int k = 0; k < 4; ++k) {
-            v[k] = c.valid[k] ? value_n + base + c.offset[k] * row : zeros.data();
-            gv[k] = c.valid[k] ? grad_value_n + base + c.offset[k] * row : scratch.data() + k * D;
-            cw[k] = c.valid[k] ? a * c.weight[k] : acc_t(0);
-          }
-          const scalar_t* __restrict__ v0 = v[0];
-          const scalar_t* __restrict__ v1 = v[1];
-          const scalar_t* __restrict__ v2 = v[2];
-          const scalar_t* __restrict__ v3 = v[3];
-          acc_t* __restrict__ gv0 = gv[0];
-          acc_t* __restrict__ gv1 = gv[1];
-          acc_t* __restrict__ gv2 = gv[2];
-          acc_t* __restrict__ gv3 = gv[3];
-          const acc_t cw0 = cw[0], cw1 = cw[1], cw2 = cw[2], cw3 = cw[3];
+          int64_t off[4];
+          corner_offsets(c, start, S, D, off);
+          const acc_t* __restrict__ v0 = slice + off[0];
+          const acc_t* __restrict__ v1 = slice + off[1];
+          const acc_t* __restrict__ v2 = slice + off[2];
+          const acc_t* __restrict__ v3 = slice + off[3];
+          // The four corners' rows are distinct (outside ones have a zero row each), so restrict holds.
+          acc_t* __restrict__ gv0 = grad_slice + off[0];
+          acc_t* __restrict__ gv1 = grad_slice + off[1];
+          acc_t* __restrict__ gv2 = grad_slice + off[2];
+          acc_t* __restrict__ gv3 = grad_slice + off[3];
+          const acc_t cw0 = c.valid[0] ? a * c.weight[0] : acc_t(0), cw1 = c.valid[1] ? a * c.weight[1] : acc_t(0);
+          const acc_t cw2 = c.valid[2] ? a * c.weight[2] : acc_t(0), cw3 = c.valid[3] ? a * c.weight[3] : acc_t(0);
           // The four dot products are kept as kLanes partial sums each, updated element-wise (vectorised without
-          // reassociating anything) and summed at the end; a plain scalar reduction would not vectorise at -O3.
+          // reassociating anything) and summed by sum_lanes; a plain scalar reduction would not vectorise at -O3.
           acc_t lane0[kLanes] = {}, lane1[kLanes] = {}, lane2[kLanes] = {}, lane3[kLanes] = {};
           int64_t d = 0;
           for (; d + kLanes <= D; d += kLanes) {
-            MSDA_SIMD for (int j = 0; j < kLanes; ++j) {
-              const acc_t gd = static_cast<acc_t>(g[d + j]);
-              lane0[j] += gd * static_cast<acc_t>(v0[d + j]);
-              lane1[j] += gd * static_cast<acc_t>(v1[d + j]);
-              lane2[j] += gd * static_cast<acc_t>(v2[d + j]);
-              lane3[j] += gd * static_cast<acc_t>(v3[d + j]);
-              gv0[d + j] += cw0 * gd;
-              gv1[d + j] += cw1 * gd;
-              gv2[d + j] += cw2 * gd;
-              gv3[d + j] += cw3 * gd;
+            MSDA_SIMD for (int i = 0; i < kLanes; ++i) {
+              const acc_t gd = g[d + i];
+              lane0[i] += gd * v0[d + i];
+              lane1[i] += gd * v1[d + i];
+              lane2[i] += gd * v2[d + i];
+              lane3[i] += gd * v3[d + i];
+              gv0[d + i] += cw0 * gd;
+              gv1[d + i] += cw1 * gd;
+              gv2[d + i] += cw2 * gd;
+              gv3[d + i] += cw3 * gd;
             }
           }
-          acc_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+          acc_t s0, s1, s2, s3;
+          sum_lanes(lane0, lane1, lane2, lane3, s0, s1, s2, s3);
           for (; d < D; ++d) {
-            const acc_t gd = static_cast<acc_t>(g[d]);
-            s0 += gd * static_cast<acc_t>(v0[d]);
-            s1 += gd * static_cast<acc_t>(v1[d]);
-            s2 += gd * static_cast<acc_t>(v2[d]);
-            s3 += gd * static_cast<acc_t>(v3[d]);
+            const acc_t gd = g[d];
+            s0 += gd * v0[d];
+            s1 += gd * v1[d];
+            s2 += gd * v2[d];
+            s3 += gd * v3[d];
             gv0[d] += cw0 * gd;
             gv1[d] += cw1 * gd;
             gv2[d] += cw2 * gd;
             gv3[d] += cw3 * gd;
           }
-          for (int j = 0; j < kLanes; ++j) {
-            s0 += lane0[j];
-            s1 += lane1[j];
-            s2 += lane2[j];
-            s3 += lane3[j];
-          }
-          const acc_t dots[4] = {s0, s1, s2, s3};
           acc_t d_x, d_y;
-          bilinear_coordinate_grads(c, dots, d_x, d_y);
-          // Outside neighbours read zeros, so their dot is 0 and the formulas need no validity test.
+          bilinear_coordinate_grads(c.frac_x, c.frac_y, s0, s1, s2, s3, d_x, d_y);
+          // Outside corners read zero rows, so their dot is 0 and the formulas need no validity test.
           grad_attn[lp] = static_cast<scalar_t>(c.weight[0] * s0 + c.weight[1] * s1 + c.weight[2] * s2 +
                                                 c.weight[3] * s3);
           grad_loc[2 * lp] = static_cast<scalar_t>(a * static_cast<acc_t>(w) * d_x);
           grad_loc[2 * lp + 1] = static_cast<scalar_t>(a * static_cast<acc_t>(h) * d_y);
         }
       }
-     }
+    }
+    // grad_value[n, :, m, :] of this task: the output itself, or the chunk's private buffer.
+    if (pb.chunks == 1) {
+      scalar_t* __restrict__ dst = pb.grad_value + n * S * row + m * D;
+      for (int64_t s = 0; s < S; ++s) {
+        MSDA_SIMD for (int64_t d = 0; d < D; ++d) dst[s * row + d] = static_cast<scalar_t>(grad_slice[s * D + d]);
+      }
+    } else {
+      acc_t* __restrict__ dst = pb.grad_value_parts + (chunk * pb.N + n) * S * row + m * D;
+      for (int64_t s = 0; s < S; ++s) {
+        MSDA_SIMD for (int64_t d = 0; d < D; ++d) dst[s * row + d] = grad_slice[s * D + d];
+      }
     }
   }
 }
@@ -251,7 +367,9 @@ MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begi
   MSDA_CLONES void backward_##SUFFIX(const Problem<SCALAR, ACC>& pb, int64_t begin, int64_t end) {          \
     MSDA_DISPATCH_D(pb.D, (backward_range<SCALAR, ACC, kD>(pb, begin, end)))                                \
   }                                                                                                         \
-  MSDA_INLINE void forward_entry(const Problem<SCALAR, ACC>& pb, int64_t b, int64_t e) { forward_##SUFFIX(pb, b, e); } \
+  MSDA_INLINE void forward_entry(const Problem<SCALAR, ACC>& pb, int64_t b, int64_t e) {                    \
+    forward_##SUFFIX(pb, b, e);                                                                             \
+  }                                                                                                         \
   MSDA_INLINE void backward_entry(const Problem<SCALAR, ACC>& pb, int64_t b, int64_t e) {                   \
     backward_##SUFFIX(pb, b, e);                                                                            \
   }
@@ -260,21 +378,12 @@ MSDA_DEFINE_ENTRY_POINTS(double, double, f64)
 MSDA_DEFINE_ENTRY_POINTS(float, float, f32)
 MSDA_DEFINE_ENTRY_POINTS(c10::BFloat16, float, bf16)
 
-// Backward work split: a task is (sample n, group of heads, query chunk) and owns grad_value[n, :, group, :] of its
-// chunk's buffer, so no two threads write the same memory. Big head groups keep a query's samples together (all
-// heads of a value row share cache sets; one head alone, with its 1 KiB row stride, would use an eighth of them),
-// so the largest group that still gives every thread equal work wins. Query chunks (one extra value-sized buffer
-// each, summed at the end) are used only when the samples times heads cannot occupy the threads.
-std::pair<int64_t, int64_t> plan_backward(int64_t N, int64_t M, int64_t Lq, int64_t threads) {
-  if (threads <= 1) return {M, 1};
-  for (int64_t group = M; group >= 1; --group) {
-    if (M % group != 0) continue;
-    const int64_t tasks = N * (M / group);
-    if (tasks >= threads && (tasks % threads == 0 || tasks >= 4 * threads)) return {group, 1};
-  }
-  const int64_t pairs = N * M;
-  if (pairs >= threads) return {1, 1};
-  return {1, std::min<int64_t>((threads + pairs - 1) / pairs, std::max<int64_t>(Lq, 1))};
+// Query chunks per (n, m) pair. A task is (n, m, chunk); one chunk per pair when the pairs alone give every thread
+// equal work (or many tasks each), else enough chunks for about four tasks per thread. In backward every chunk
+// beyond one costs a value-sized buffer, summed at the end, so this is for small batches only.
+int64_t plan_chunks(int64_t pairs, int64_t Lq, int64_t threads) {
+  if (threads <= 1 || pairs >= 4 * threads || (pairs >= threads && pairs % threads == 0)) return 1;
+  return std::clamp<int64_t>((4 * threads + pairs - 1) / pairs, 1, std::max<int64_t>(Lq, 1));
 }
 
 template <typename scalar_t>
@@ -305,6 +414,7 @@ Problem<scalar_t, acc_of<scalar_t>> make_problem(const at::Tensor& value, const 
   pb.value = value.data_ptr<scalar_t>();
   pb.loc = sampling_locations.data_ptr<scalar_t>();
   pb.attn = attention_weights.data_ptr<scalar_t>();
+  pb.chunks = plan_chunks(pb.N * pb.M, pb.Lq, at::get_num_threads());
   return pb;
 }
 
@@ -321,8 +431,7 @@ at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value, const at::Tensor&
     auto pb = msda::make_problem<scalar_t>(value, spatial_shapes, level_start_index, sampling_locations,
                                            attention_weights);
     pb.out = out.data_ptr<scalar_t>();
-    // ~16 queries per grain keeps scheduling overhead negligible next to M * L * P samples per query.
-    at::parallel_for(0, N * Lq, 16, [&](int64_t begin, int64_t end) { msda::forward_entry(pb, begin, end); });
+    at::parallel_for(0, N * M * pb.chunks, 1, [&](int64_t begin, int64_t end) { msda::forward_entry(pb, begin, end); });
   });
   return out;
 }
@@ -332,14 +441,13 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value, con
                                                     const at::Tensor& sampling_locations,
                                                     const at::Tensor& attention_weights,
                                                     const at::Tensor& grad_output) {
-  const int64_t N = value.size(0), M = value.size(2), Lq = sampling_locations.size(1);
-  at::Tensor grad_value = at::zeros_like(value);
+  const int64_t N = value.size(0), M = value.size(2);
   at::Tensor grad_loc = at::empty_like(sampling_locations);
   at::Tensor grad_attn = at::empty_like(attention_weights);
   if (grad_loc.numel() == 0 || value.numel() == 0) {
-    return {grad_value, grad_loc.zero_(), grad_attn.zero_()};
+    return {at::zeros_like(value), grad_loc.zero_(), grad_attn.zero_()};
   }
-  const auto [heads_per_task, chunks] = msda::plan_backward(N, M, Lq, at::get_num_threads());
+  at::Tensor grad_value = at::empty_like(value);  // every element is written by exactly one task
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, value.scalar_type(), "ms_deform_attn_cpu_backward", [&] {
     using acc_t = msda::acc_of<scalar_t>;
     auto pb = msda::make_problem<scalar_t>(value, spatial_shapes, level_start_index, sampling_locations,
@@ -348,29 +456,17 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value, con
     pb.grad_out = grad_out.data_ptr<scalar_t>();
     pb.grad_loc = grad_loc.data_ptr<scalar_t>();
     pb.grad_attn = grad_attn.data_ptr<scalar_t>();
-    pb.chunks = chunks;
-    pb.heads_per_task = heads_per_task;
-    constexpr bool direct = std::is_same_v<scalar_t, acc_t>;
-    const auto acc_dtype = direct ? value.scalar_type() : at::kFloat;
-    at::Tensor buffers;  // accumulation buffers other than grad_value itself
-    if constexpr (direct) {
-      pb.grad_value = reinterpret_cast<acc_t*>(grad_value.data_ptr<scalar_t>());
-      if (chunks > 1) {
-        buffers = at::zeros({chunks - 1, value.numel()}, value.options().dtype(acc_dtype));
-        pb.grad_value_rest = buffers.data_ptr<acc_t>();
-      }
-    } else {
-      buffers = at::zeros({chunks, value.numel()}, value.options().dtype(acc_dtype));
-      pb.grad_value = buffers.data_ptr<acc_t>();
+    pb.grad_value = grad_value.data_ptr<scalar_t>();
+    at::Tensor parts;  // [chunks, N, S, M, D] partial gradients when queries are split
+    if (pb.chunks > 1) {
+      const auto acc_dtype = std::is_same_v<acc_t, double> ? at::kDouble : at::kFloat;
+      parts = at::empty({pb.chunks, value.numel()}, value.options().dtype(acc_dtype));
+      pb.grad_value_parts = parts.data_ptr<acc_t>();
     }
-    at::parallel_for(0, N * (M / heads_per_task) * chunks, 1, [&](int64_t begin, int64_t end) { msda::backward_entry(pb, begin, end); });
-    if (buffers.defined()) {
-      if constexpr (direct) {
-        grad_value.view({-1}).add_(buffers.sum(0));
-      } else {
-        grad_value.view({-1}).copy_(buffers.sum(0));
-      }
-    }
+    at::parallel_for(0, N * M * pb.chunks, 1, [&](int64_t begin, int64_t end) {
+      msda::backward_entry(pb, begin, end);
+    });
+    if (parts.defined()) grad_value.view({-1}).copy_(parts.sum(0));
   });
   return {grad_value, grad_loc, grad_attn};
 }
