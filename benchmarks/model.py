@@ -4,9 +4,16 @@ Every case runs in a fresh spawned child process, so its peak resident set size
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its own. Each case runs one untimed warm-up iteration (the
 kernel extension loads and oneDNN creates its primitives there), then ``--iters`` timed ones; the table shows the
 best wall time, the process CPU time (user + system, all threads) of that iteration and the 1-minute load average
-of the machine, because the machine is shared and wall times depend on it. Usage::
+of the machine, because the machine is shared and wall times depend on it.
+
+Two switches measure settings outside the model (each result section of the JSON names the ones used):
+``--fused-adamw`` builds ``AdamW(fused=True)`` (the platform builds the default for-loop AdamW; fused differs by
+float32 rounding, ~6e-8 relative per step) and ``--thp`` starts the children with ``THP_MEM_ALLOC_ENABLE=1``
+(PyTorch then backs large CPU tensors with transparent huge pages, so fresh multi-megabyte intermediates cost far
+fewer page faults). Usage::
 
     python benchmarks/model.py [--backend reference|compiled|auto] [--iters 2] [--cases r50_infer,r50_train,...]
+        [--fused-adamw] [--thp]
 """
 
 from __future__ import annotations
@@ -68,12 +75,12 @@ def _clips_and_targets(num_clips: int, num_frames: int, h: int, w: int, num_inst
     return clips, targets
 
 
-def _cpu_seconds() -> float:
+def _cpu_seconds() -> tuple[float, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
-def _run_case(case: str, backend: str, iters: int, queue) -> None:  # noqa: ANN001
+def _run_case(case: str, backend: str, iters: int, fused_adamw: bool, queue) -> None:  # noqa: ANN001
     import torch
 
     from seqformer.model import build_criterion, build_model, param_groups
@@ -95,7 +102,9 @@ def _run_case(case: str, backend: str, iters: int, queue) -> None:  # noqa: ANN0
     else:
         model.train()
         criterion = build_criterion(cfg)
-        optimizer = torch.optim.AdamW(param_groups(model, 2e-4, 2e-5, 0.1), weight_decay=1e-4)
+        optimizer = torch.optim.AdamW(
+            param_groups(model, 2e-4, 2e-5, 0.1), weight_decay=1e-4, **({"fused": True} if fused_adamw else {})
+        )
 
         def step() -> None:
             losses = criterion(model(clips), targets)
@@ -108,13 +117,15 @@ def _run_case(case: str, backend: str, iters: int, queue) -> None:  # noqa: ANN0
     start = time.perf_counter()
     step()  # warm-up: extension load, oneDNN primitive creation, first-touch allocations
     warmup = time.perf_counter() - start
-    times, cpu_times, loads = [], [], []
+    times, user_times, sys_times, loads = [], [], [], []
     for _ in range(iters):
         loads.append(os.getloadavg()[0])
-        cpu, start = _cpu_seconds(), time.perf_counter()
+        (user, system), start = _cpu_seconds(), time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-        cpu_times.append(_cpu_seconds() - cpu)
+        user_end, sys_end = _cpu_seconds()
+        user_times.append(user_end - user)
+        sys_times.append(sys_end - system)
     loads.append(os.getloadavg()[0])
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     from seqformer.kernels import backend_in_use
@@ -124,13 +135,17 @@ def _run_case(case: str, backend: str, iters: int, queue) -> None:  # noqa: ANN0
         {
             "case": case,
             "backend": backend,
-            "backend_in_use": backend_in_use().name,
+            "backend_in_use": backend if backend != "auto" else backend_in_use().name,
             "threads": threads,
             "warmup_s": warmup,
+            "fused_adamw": fused_adamw,
+            "thp": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
             "times_s": times,
-            "cpu_s": cpu_times,
+            "user_s": user_times,
+            "sys_s": sys_times,
             "best_s": times[best],
-            "best_cpu_s": cpu_times[best],
+            "best_cpu_s": user_times[best] + sys_times[best],
+            "best_sys_s": sys_times[best],
             "load_avg_1min": loads,
             "peak_rss_gib": peak_kib / 2**20,
             "peak_rss_gb": peak_kib * 1024 / 1e9,
@@ -144,14 +159,20 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True) in the training cases")
+    parser.add_argument("--thp", action="store_true", help="children run with THP_MEM_ALLOC_ENABLE=1")
     args = parser.parse_args()
+    if args.thp:
+        os.environ["THP_MEM_ALLOC_ENABLE"] = "1"  # read by PyTorch's allocator at the child's first allocation
+    else:
+        os.environ.pop("THP_MEM_ALLOC_ENABLE", None)
     ctx = mp.get_context("spawn")
     rows = []
     for case in args.cases.split(","):
         if case not in CASES:
             parser.error(f"unknown case {case!r}; choose from {', '.join(CASES)}")
         queue = ctx.Queue()
-        proc = ctx.Process(target=_run_case, args=(case, args.backend, args.iters, queue))
+        proc = ctx.Process(target=_run_case, args=(case, args.backend, args.iters, args.fused_adamw, queue))
         proc.start()
         row = queue.get()  # before join: a child blocks on exit until its queue is drained
         proc.join()
@@ -159,7 +180,12 @@ def main() -> int:
             print(f"{case}: failed with exit code {proc.exitcode}")
             continue
         rows.append(row)
-    header = f"{'case':<11} {'backend':<9} {'thr':>3} {'best s':>7} {'cpu s':>7} {'peak GB':>8} {'load':>10}  target"
+    section = args.backend + ("+fused_adamw" if args.fused_adamw else "") + ("+thp" if args.thp else "")
+    print(f"settings: {section}")
+    header = (
+        f"{'case':<11} {'backend':<9} {'thr':>3} {'best s':>7} {'cpu s':>7} {'sys s':>6} {'peak GB':>8} {'load':>10}"
+        "  target"
+    )
     print(header)
     for r in rows:
         t_s, t_mem = TARGETS.get(r["case"], (None, None))
@@ -167,15 +193,15 @@ def main() -> int:
         load = f"{min(r['load_avg_1min']):.1f}-{max(r['load_avg_1min']):.1f}"
         print(
             f"{r['case']:<11} {r['backend_in_use']:<9} {r['threads']:>3} {r['best_s']:>7.2f} {r['best_cpu_s']:>7.2f} "
-            f"{r['peak_rss_gb']:>8.2f} {load:>10}  {target}"
+            f"{r['best_sys_s']:>6.2f} {r['peak_rss_gb']:>8.2f} {load:>10}  {target}"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     existing = json.loads(out.read_text()) if out.exists() else {}
-    section = existing.get(args.backend, {})
-    results = {r["case"]: r for r in section.get("results", [])}
+    previous = existing.get(section, {})
+    results = {r["case"]: r for r in previous.get("results", [])}
     results.update({r["case"]: r for r in rows})
-    existing[args.backend] = {
+    existing[section] = {
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "results": list(results.values()),

@@ -43,7 +43,10 @@ class DeformableTransformerEncoderLayer(nn.Module):
         value = self.self_attn.project_value(src, padding_mask)
         sampled = self.self_attn.sample(src + pos, reference_points, value, spatial_shapes, level_start_index)
         src = self.norm1(src + self.dropout1(self.self_attn.output_proj(sampled)))
-        src2 = self.linear2(relu_dropout(self.linear1(src), self.dropout2.p, self.training, inplace=True))
+        # FFN on [N*S, C] rows (what nn.Linear does for 3-d inputs) so that its hidden activation is a base tensor
+        # and ReLU + dropout can overwrite it in place without a copying backward (see relu_dropout)
+        hidden = relu_dropout(self.linear1(src.flatten(0, 1)), self.dropout2.p, self.training, inplace=True)
+        src2 = self.linear2(hidden).view(src.shape)
         return self.norm2(src + self.dropout3(src2))
 
 
@@ -173,13 +176,17 @@ class SeqFormerDecoderLayer(nn.Module):
             tgt_box = tgt_box.unsqueeze(1)
         tgt_box = self.norm1_box(tgt_box + self.dropout1_box(attn_box))
         tgt_box2 = self.linear2_box(
-            relu_dropout(self.linear1_box(tgt_box), self.dropout3_box.p, self.training, inplace=True)
+            relu_dropout(
+                self.linear1_box(tgt_box), self.dropout3_box.p, self.training, inplace=not torch.is_grad_enabled()
+            )
         )
         tgt_box = self.norm3_box(tgt_box + self.dropout4_box(tgt_box2))
         # temporal aggregation: softmax over frames of a score from the updated box query weights attn_inst
         time_weight = F.softmax(self.time_attention_weights(tgt_box), 1)  # [B, T, Q, 1]
         tgt = self.norm1(tgt + self.dropout1((attn_inst * time_weight).sum(1)))
-        tgt2 = self.linear2(relu_dropout(self.linear1(tgt), self.dropout3.p, self.training, inplace=True))
+        tgt2 = self.linear2(
+            relu_dropout(self.linear1(tgt), self.dropout3.p, self.training, inplace=not torch.is_grad_enabled())
+        )
         tgt = self.norm3(tgt + self.dropout4(tgt2))
         return tgt, tgt_box
 

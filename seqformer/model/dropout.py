@@ -46,7 +46,8 @@ class _ReLUDropout(torch.autograd.Function):
     """``relu(x) * keep * scale``; saves only its output (which the following linear layer keeps anyway).
 
     The output is positive exactly where the input was positive and kept (``scale > 1``), so the backward
-    ``grad * scale`` on positive outputs, zero elsewhere, is the ReLU-then-dropout gradient.
+    ``grad * scale`` on positive outputs, zero elsewhere, is the ReLU-then-dropout gradient (up to the sign of
+    zeros in dropped positions).
     """
 
     @staticmethod
@@ -66,7 +67,8 @@ class _ReLUDropout(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (out,) = ctx.saved_tensors
-        return torch.where(out > 0, grad * ctx.scale, 0.0), None, None
+        # ReLU's own backward kernel (zero where out <= 0) in one pass, then the dropout scale in place
+        return torch.ops.aten.threshold_backward(grad, out, 0.0).mul_(ctx.scale), None, None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -86,11 +88,13 @@ def relu_dropout(x: torch.Tensor, p: float, training: bool, *, inplace: bool = F
     """``F.dropout(F.relu(x), p, training)`` (same draws, same values) keeping only the output for the backward.
 
     Args:
-        x: any float tensor; with ``inplace`` it is overwritten with the result (pass a fresh intermediate such
-            as a linear layer's output, whose backward does not read it).
+        x: any float tensor; with ``inplace`` it may be overwritten with the result (pass a fresh intermediate
+            such as a linear layer's output).
         p: drop probability.
         training: apply dropout (else only the ReLU).
-        inplace: reuse ``x``'s memory.
+        inplace: reuse ``x``'s memory. With autograd ``x`` must not be a view: an in-place change of a view makes
+            autograd copy the whole base tensor in the backward (``CopySlices``), which costs more than it saves;
+            a linear layer's output on a 3-d input is such a view, on a 2-d input it is not.
     """
     if not training or p == 0 or x.numel() == 0 or p >= 1:
         return F.dropout(F.relu(x, inplace=inplace), p, training)

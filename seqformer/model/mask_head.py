@@ -130,7 +130,7 @@ def dynamic_mask_logits(
     for i, (weight, bias) in enumerate(layers):
         x = torch.baddbmm(bias.to(x.dtype), weight.to(x.dtype), x)
         if i < len(layers) - 1:
-            x = F.relu(x)
+            x = x.relu_()  # baddbmm's output is fresh (not a view) and its backward does not read it
     return aligned_bilinear(x.view(n, 1, h, w), feat_stride // out_stride)[:, 0]
 
 

@@ -62,11 +62,13 @@ class MSDeformAttn(nn.Module):
 
     def project_value(self, memory: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         """``[N, S, C]`` memory -> ``[N, S, M, D]`` values with padded positions zeroed."""
-        value = self.value_proj(memory)
+        n, s, c = memory.shape
+        # projected as [N*S, C] rows (what nn.Linear does for 3-d inputs) so that the product is a base tensor: the
+        # masking can then be done in place, also under autograd, without a copying backward (CopySlices)
+        value = self.value_proj(memory.reshape(n * s, c))
         if padding_mask is not None:
-            # in place: the projection's output is fresh and its backward does not need it
-            value = value.masked_fill_(padding_mask[..., None], 0.0)
-        return value.view(value.shape[0], value.shape[1], self.n_heads, self.d_model // self.n_heads)
+            value = value.masked_fill_(padding_mask.reshape(n * s, 1), 0.0)
+        return value.view(n, s, self.n_heads, c // self.n_heads)
 
     def sample(
         self,
