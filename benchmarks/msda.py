@@ -2,9 +2,12 @@
 
 Shapes are SeqFormer's on a 5-frame 360x640 clip (levels 45x80, 23x40, 12x20, 6x10; 8 heads x 32 channels; 4 levels;
 4 points): the encoder (every pixel a query, frames as the batch) and the decoder (300 queries per frame).
-For each implementation it measures forward and forward+backward wall time (median of repeats after a warm-up) and
-the peak memory allocated above the inputs during the call, then prints a table and writes JSON. Times are medians
-(minimums also go to the JSON); speed-ups are of medians within one run, so machine load affects both sides.
+For each implementation it measures forward and forward+backward wall time and CPU time (``time.process_time``, all
+threads of the process; median of repeats after a warm-up) and the peak memory allocated above the inputs during the
+call, then prints a table and writes JSON. Times are medians (minimums also go to the JSON); speed-ups are of medians
+within one run, so machine load affects both sides. On a shared machine CPU time is the steadier figure: other work
+stretches wall time, CPU time only through shared caches and memory bandwidth. ``--threads 1`` gives single-thread
+figures.
 
 Peak memory: Linux's peak resident set size, reset before each measured call (``/proc/self/clear_refs``), minus the
 resident size before it. glibc is told to return every large block to the system at once
@@ -15,7 +18,7 @@ imports, e.g. after ``FORCE_CPU=1 pip install --no-build-isolation --target DIR 
 ``--peer-path DIR``; otherwise its row says "not installed". mmcv and transformers run this op on the CPU through a
 grid_sample implementation equivalent to our reference.
 
-Usage: ``python benchmarks/msda.py [--repeats 5] [--json benchmarks/results/msda.json] [--peer-path DIR]``
+Usage: ``python benchmarks/msda.py [--repeats 5] [--threads N] [--json benchmarks/results/msda.json] [--peer-path DIR]``
 """
 
 from __future__ import annotations
@@ -109,8 +112,8 @@ def _implementations(peer_path: str | None) -> dict[str, Callable | str]:
     return impls
 
 
-def _measure(fn: Callable, inputs, repeats: int, backward: bool) -> tuple[float, float, float]:
-    """(median milliseconds, minimum milliseconds, peak MiB) of one forward or forward+backward call."""
+def _measure(fn: Callable, inputs, repeats: int, backward: bool) -> dict[str, float]:
+    """Wall and CPU milliseconds (median, minimum) and peak MiB of one forward or forward+backward call."""
     value, shapes, starts, locations, weights = inputs
     if backward:
         value, locations, weights = (t.detach().requires_grad_(True) for t in (value, locations, weights))
@@ -127,22 +130,31 @@ def _measure(fn: Callable, inputs, repeats: int, backward: bool) -> tuple[float,
 
         grad_out = torch.ones(value.shape[0], locations.shape[1], value.shape[2] * value.shape[3], dtype=value.dtype)
     call()  # warm-up (and the lazy build)
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
         for t in (value, locations, weights):
             t.grad = None
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         call()
         times.append((time.perf_counter() - start) * 1e3)
+        cpu_times.append((time.process_time() - cpu_start) * 1e3)
     for t in (value, locations, weights):
         t.grad = None
     peak = _peak_mib(call)
-    return statistics.median(times), min(times), peak
+    return {
+        "ms": statistics.median(times),
+        "min_ms": min(times),
+        "cpu_ms": statistics.median(cpu_times),
+        "cpu_min_ms": min(cpu_times),
+        "peak_mib": peak,
+    }
 
 
-def run(repeats: int, json_path: Path, peer_path: str | None) -> list[dict]:
+def run(repeats: int, json_path: Path, peer_path: str | None, threads: int | None = None) -> list[dict]:
     import torch
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     impls = _implementations(peer_path)
     load_before = os.getloadavg()
     rows = []
@@ -154,9 +166,8 @@ def run(repeats: int, json_path: Path, peer_path: str | None) -> list[dict]:
                 row["note"] = fn
             else:
                 for mode, backward in (("fwd", False), ("fwd_bwd", True)):
-                    ms, ms_min, mib = _measure(fn, inputs, repeats, backward)
-                    row[f"{mode}_ms"], row[f"{mode}_min_ms"] = round(ms, 2), round(ms_min, 2)
-                    row[f"{mode}_peak_mib"] = round(mib, 1)
+                    for key, figure in _measure(fn, inputs, repeats, backward).items():
+                        row[f"{mode}_{key}"] = round(figure, 1 if key == "peak_mib" else 2)
             rows.append(row)
     _print_table(rows)
     meta = {
@@ -176,19 +187,26 @@ def run(repeats: int, json_path: Path, peer_path: str | None) -> list[dict]:
 
 
 def _print_table(rows: list[dict]) -> None:
-    header = f"{'shape':8} {'implementation':28} {'fwd ms':>9} {'fwd MiB':>8} "
-    header += f"{'f+b ms':>9} {'f+b MiB':>8} {'f+b speed-up':>12}"
+    """Medians; speed-ups of forward+backward against the reference and against the peer (wall / CPU time)."""
+    header = f"{'shape':8} {'implementation':28} {'fwd ms':>8} {'fwd cpu':>8} {'fwd MiB':>8} "
+    header += f"{'f+b ms':>8} {'f+b cpu':>8} {'f+b MiB':>8} {'vs ref':>7} {'vs peer wall/cpu':>17}"
     print(header)
     print("-" * len(header))
-    base = {r["shape"]: r.get("fwd_bwd_ms") for r in rows if r["impl"].startswith("reference")}
+    base = {r["shape"]: r for r in rows if r["impl"].startswith("reference") and "note" not in r}
+    peer = {r["shape"]: r for r in rows if r["impl"].startswith("torch-ms-deform-attn") and "note" not in r}
     for r in rows:
         if "note" in r:
             print(f"{r['shape']:8} {r['impl']:28} {r['note']}")
             continue
-        speedup = base[r["shape"]] / r["fwd_bwd_ms"]
+        versus_ref = base[r["shape"]]["fwd_bwd_ms"] / r["fwd_bwd_ms"]
+        versus_peer = ""
+        if r["shape"] in peer:
+            p = peer[r["shape"]]
+            versus_peer = f"{p['fwd_bwd_ms'] / r['fwd_bwd_ms']:.1f}x / {p['fwd_bwd_cpu_ms'] / r['fwd_bwd_cpu_ms']:.1f}x"
         print(
-            f"{r['shape']:8} {r['impl']:28} {r['fwd_ms']:9.1f} {r['fwd_peak_mib']:8.1f} "
-            f"{r['fwd_bwd_ms']:9.1f} {r['fwd_bwd_peak_mib']:8.1f} {speedup:11.1f}x"
+            f"{r['shape']:8} {r['impl']:28} {r['fwd_ms']:8.1f} {r['fwd_cpu_ms']:8.1f} {r['fwd_peak_mib']:8.1f} "
+            f"{r['fwd_bwd_ms']:8.1f} {r['fwd_bwd_cpu_ms']:8.1f} {r['fwd_bwd_peak_mib']:8.1f} {versus_ref:6.1f}x "
+            f"{versus_peer:>17}"
         )
 
 
@@ -197,11 +215,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median reported)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/msda.json"), help="output JSON path")
     parser.add_argument("--peer-path", default=os.environ.get("MSDA_PEER_PATH"), help="extra sys.path for peers")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if os.environ.get(_MMAP_ENV) is None and sys.platform.startswith("linux"):
         env = dict(os.environ, **{_MMAP_ENV: "65536"})
         return subprocess.call([sys.executable, *sys.argv], env=env)
-    run(args.repeats, args.json, args.peer_path)
+    run(args.repeats, args.json, args.peer_path, args.threads)
     return 0
 
 

@@ -28,9 +28,11 @@ struct Corners {
   T frac_y, frac_x;   // fractional parts; the weights' derivatives are built from them
 };
 
-// Fills `c` and returns true when at least one neighbour of (loc_x, loc_y) lies inside an h x w map.
+// The cell of a sampling point: the top-left neighbour (x0, y0) and the fractional parts (fx, fy) of the pixel
+// coordinates. Returns false, leaving the outputs unset, when no neighbour of (loc_x, loc_y) lies inside an h x w map
+// (NaN locations included).
 template <typename T>
-MSDA_HOST_DEVICE bool bilinear_corners(T loc_x, T loc_y, int64_t h, int64_t w, Corners<T>& c) {
+MSDA_HOST_DEVICE bool bilinear_cell(T loc_x, T loc_y, int64_t h, int64_t w, int64_t& x0, int64_t& y0, T& fx, T& fy) {
   const T y = loc_y * static_cast<T>(h) - static_cast<T>(0.5);
   const T x = loc_x * static_cast<T>(w) - static_cast<T>(0.5);
   // Written as a negated conjunction so that NaN locations are skipped like out-of-range ones.
@@ -39,12 +41,21 @@ MSDA_HOST_DEVICE bool bilinear_corners(T loc_x, T loc_y, int64_t h, int64_t w, C
   }
   const T y_floor = floor_of(y);
   const T x_floor = floor_of(x);
-  const int64_t y0 = static_cast<int64_t>(y_floor);
-  const int64_t x0 = static_cast<int64_t>(x_floor);
+  y0 = static_cast<int64_t>(y_floor);
+  x0 = static_cast<int64_t>(x_floor);
+  fy = y - y_floor;
+  fx = x - x_floor;
+  return true;
+}
+
+// Fills `c` and returns true when at least one neighbour of (loc_x, loc_y) lies inside an h x w map.
+template <typename T>
+MSDA_HOST_DEVICE bool bilinear_corners(T loc_x, T loc_y, int64_t h, int64_t w, Corners<T>& c) {
+  int64_t x0, y0;
+  T fx, fy;
+  if (!bilinear_cell(loc_x, loc_y, h, w, x0, y0, fx, fy)) return false;
   const int64_t y1 = y0 + 1;
   const int64_t x1 = x0 + 1;
-  const T fy = y - y_floor;
-  const T fx = x - x_floor;
   const T gy = static_cast<T>(1) - fy;
   const T gx = static_cast<T>(1) - fx;
   c.frac_y = fy;
@@ -65,8 +76,6 @@ MSDA_HOST_DEVICE bool bilinear_corners(T loc_x, T loc_y, int64_t h, int64_t w, C
   return true;
 }
 
-// Given g_k = <grad_out, value at corner k> for the four corners, the derivatives of the sampled value with respect
-// to the pixel coordinates x and y (multiply by w and h for the normalised location).
 // fx, fy are the fractional parts of the pixel coordinates (Corners::frac_x, frac_y).
 template <typename T>
 MSDA_HOST_DEVICE void bilinear_coordinate_grads(T fx, T fy, T g0, T g1, T g2, T g3, T& d_x, T& d_y) {

@@ -155,10 +155,41 @@ MSDA_INLINE void load_slice(const Problem<scalar_t, acc_t>& pb, int64_t n, int64
   std::fill(slice + pb.S * D, slice + (pb.S + kZeroRows) * D, acc_t(0));
 }
 
-// Slice offsets (row * D) of a sample's four corners: the corner's row of the level, or zero row S + k outside.
+// The four taps of one sample on a slice.
 template <typename acc_t>
-MSDA_INLINE void corner_offsets(const Corners<acc_t>& c, int64_t start, int64_t S, int64_t D, int64_t off[4]) {
-  for (int k = 0; k < 4; ++k) off[k] = (c.valid[k] ? start + c.offset[k] : S + k) * D;
+struct Taps {
+  int64_t off[4];   // slice offsets (row * D) of the corners (top-left, top-right, bottom-left, bottom-right)
+  acc_t weight[4];  // bilinear weights, zero for corners outside the map
+  acc_t fx, fy;     // fractional parts of the pixel coordinates
+};
+
+// Fills `t` for a location on a level of size (h, w) whose first row is `start`; corner k outside the map reads the
+// zero row S + k. Returns false when every corner is outside (the sample contributes nothing). Most samples lie
+// wholly inside, which takes the first, branch-predicted path.
+template <typename acc_t>
+MSDA_INLINE bool taps_of(acc_t loc_x, acc_t loc_y, int64_t h, int64_t w, int64_t start, int64_t S, int64_t D,
+                         Taps<acc_t>& t) {
+  int64_t x0, y0;
+  if (!bilinear_cell(loc_x, loc_y, h, w, x0, y0, t.fx, t.fy)) return false;
+  const acc_t gx = acc_t(1) - t.fx, gy = acc_t(1) - t.fy;
+  const acc_t k[4] = {gy * gx, gy * t.fx, t.fy * gx, t.fy * t.fx};
+  const int64_t r = (start + y0 * w + x0) * D, down = w * D;
+  if (x0 >= 0 && y0 >= 0 && x0 < w - 1 && y0 < h - 1) {
+    t.off[0] = r;
+    t.off[1] = r + D;
+    t.off[2] = r + down;
+    t.off[3] = r + down + D;
+    for (int c = 0; c < 4; ++c) t.weight[c] = k[c];
+    return true;
+  }
+  const bool top = y0 >= 0, bottom = y0 < h - 1, left = x0 >= 0, right = x0 < w - 1;
+  const bool valid[4] = {top && left, top && right, bottom && left, bottom && right};
+  const int64_t inside[4] = {r, r + D, r + down, r + down + D};
+  for (int c = 0; c < 4; ++c) {
+    t.off[c] = valid[c] ? inside[c] : (S + c) * D;
+    t.weight[c] = valid[c] ? k[c] : acc_t(0);
+  }
+  return true;
 }
 
 // Forward for tasks [begin, end); a task is one (n, m, query chunk).
@@ -195,20 +226,16 @@ MSDA_INLINE void forward_range(const Problem<scalar_t, acc_t>& pb, int64_t begin
         const int64_t h = pb.shapes[2 * l], w = pb.shapes[2 * l + 1], start = pb.starts[l];
         for (int64_t p = 0; p < P; ++p) {
           const int64_t lp = l * P + p;
-          Corners<acc_t> c;
-          if (!bilinear_corners<acc_t>(static_cast<acc_t>(loc[2 * lp]), static_cast<acc_t>(loc[2 * lp + 1]), h, w,
-                                       c)) {
+          Taps<acc_t> t;
+          if (!taps_of(static_cast<acc_t>(loc[2 * lp]), static_cast<acc_t>(loc[2 * lp + 1]), h, w, start, S, D, t)) {
             continue;
           }
           const acc_t a = static_cast<acc_t>(attn[lp]);
-          int64_t off[4];
-          corner_offsets(c, start, S, D, off);
-          const acc_t* __restrict__ v0 = slice + off[0];
-          const acc_t* __restrict__ v1 = slice + off[1];
-          const acc_t* __restrict__ v2 = slice + off[2];
-          const acc_t* __restrict__ v3 = slice + off[3];
-          const acc_t cw0 = c.valid[0] ? a * c.weight[0] : acc_t(0), cw1 = c.valid[1] ? a * c.weight[1] : acc_t(0);
-          const acc_t cw2 = c.valid[2] ? a * c.weight[2] : acc_t(0), cw3 = c.valid[3] ? a * c.weight[3] : acc_t(0);
+          const acc_t* __restrict__ v0 = slice + t.off[0];
+          const acc_t* __restrict__ v1 = slice + t.off[1];
+          const acc_t* __restrict__ v2 = slice + t.off[2];
+          const acc_t* __restrict__ v3 = slice + t.off[3];
+          const acc_t cw0 = a * t.weight[0], cw1 = a * t.weight[1], cw2 = a * t.weight[2], cw3 = a * t.weight[3];
           MSDA_SIMD for (int64_t d = 0; d < D; ++d) {
             acc[d] += cw0 * v0[d] + cw1 * v1[d] + cw2 * v2[d] + cw3 * v3[d];
           }
@@ -263,28 +290,24 @@ MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begi
         const int64_t h = pb.shapes[2 * l], w = pb.shapes[2 * l + 1], start = pb.starts[l];
         for (int64_t p = 0; p < P; ++p) {
           const int64_t lp = l * P + p;
-          Corners<acc_t> c;
-          if (!bilinear_corners<acc_t>(static_cast<acc_t>(loc[2 * lp]), static_cast<acc_t>(loc[2 * lp + 1]), h, w,
-                                       c)) {
+          Taps<acc_t> t;
+          if (!taps_of(static_cast<acc_t>(loc[2 * lp]), static_cast<acc_t>(loc[2 * lp + 1]), h, w, start, S, D, t)) {
             grad_attn[lp] = scalar_t(0);
             grad_loc[2 * lp] = scalar_t(0);
             grad_loc[2 * lp + 1] = scalar_t(0);
             continue;
           }
           const acc_t a = static_cast<acc_t>(attn[lp]);
-          int64_t off[4];
-          corner_offsets(c, start, S, D, off);
-          const acc_t* __restrict__ v0 = slice + off[0];
-          const acc_t* __restrict__ v1 = slice + off[1];
-          const acc_t* __restrict__ v2 = slice + off[2];
-          const acc_t* __restrict__ v3 = slice + off[3];
+          const acc_t* __restrict__ v0 = slice + t.off[0];
+          const acc_t* __restrict__ v1 = slice + t.off[1];
+          const acc_t* __restrict__ v2 = slice + t.off[2];
+          const acc_t* __restrict__ v3 = slice + t.off[3];
           // The four corners' rows are distinct (outside ones have a zero row each), so restrict holds.
-          acc_t* __restrict__ gv0 = grad_slice + off[0];
-          acc_t* __restrict__ gv1 = grad_slice + off[1];
-          acc_t* __restrict__ gv2 = grad_slice + off[2];
-          acc_t* __restrict__ gv3 = grad_slice + off[3];
-          const acc_t cw0 = c.valid[0] ? a * c.weight[0] : acc_t(0), cw1 = c.valid[1] ? a * c.weight[1] : acc_t(0);
-          const acc_t cw2 = c.valid[2] ? a * c.weight[2] : acc_t(0), cw3 = c.valid[3] ? a * c.weight[3] : acc_t(0);
+          acc_t* __restrict__ gv0 = grad_slice + t.off[0];
+          acc_t* __restrict__ gv1 = grad_slice + t.off[1];
+          acc_t* __restrict__ gv2 = grad_slice + t.off[2];
+          acc_t* __restrict__ gv3 = grad_slice + t.off[3];
+          const acc_t cw0 = a * t.weight[0], cw1 = a * t.weight[1], cw2 = a * t.weight[2], cw3 = a * t.weight[3];
           // The four dot products are kept as kLanes partial sums each, updated element-wise (vectorised without
           // reassociating anything) and summed by sum_lanes; a plain scalar reduction would not vectorise at -O3.
           acc_t lane0[kLanes] = {}, lane1[kLanes] = {}, lane2[kLanes] = {}, lane3[kLanes] = {};
@@ -316,10 +339,10 @@ MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begi
             gv3[d] += cw3 * gd;
           }
           acc_t d_x, d_y;
-          bilinear_coordinate_grads(c.frac_x, c.frac_y, s0, s1, s2, s3, d_x, d_y);
+          bilinear_coordinate_grads(t.fx, t.fy, s0, s1, s2, s3, d_x, d_y);
           // Outside corners read zero rows, so their dot is 0 and the formulas need no validity test.
-          grad_attn[lp] = static_cast<scalar_t>(c.weight[0] * s0 + c.weight[1] * s1 + c.weight[2] * s2 +
-                                                c.weight[3] * s3);
+          grad_attn[lp] = static_cast<scalar_t>(t.weight[0] * s0 + t.weight[1] * s1 + t.weight[2] * s2 +
+                                                t.weight[3] * s3);
           grad_loc[2 * lp] = static_cast<scalar_t>(a * static_cast<acc_t>(w) * d_x);
           grad_loc[2 * lp + 1] = static_cast<scalar_t>(a * static_cast<acc_t>(h) * d_y);
         }
