@@ -26,6 +26,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -85,6 +86,10 @@ struct Problem {
   const scalar_t* loc;    // [N, Lq, M, L, P, 2]
   const scalar_t* attn;   // [N, Lq, M, L, P]
   int64_t chunks = 1;     // query chunks per (n, m) pair
+  // Tasks are (n, m, chunk) = task index (n * M + m) * chunks + chunk; workers claim them one at a time from this
+  // counter, so a worker that the OS pauses (the machine may be shared) does not hold back a fixed share of them.
+  std::atomic<int64_t>* next_task = nullptr;
+  int64_t tasks = 0;
   // forward
   scalar_t* out = nullptr;  // [N, Lq, M, D]
   // backward
@@ -192,10 +197,10 @@ MSDA_INLINE bool taps_of(acc_t loc_x, acc_t loc_y, int64_t h, int64_t w, int64_t
   return true;
 }
 
-// Forward for tasks [begin, end); a task is one (n, m, query chunk).
+// Forward worker: claims tasks until none is left; a task is one (n, m, query chunk).
 // out[n, q, m, :] = sum_{l,p} A * bilinear(V_l, loc), the four taps of a sample fused into one D loop.
 template <typename scalar_t, typename acc_t, int kD>
-MSDA_INLINE void forward_range(const Problem<scalar_t, acc_t>& pb, int64_t begin, int64_t end) {
+MSDA_INLINE void forward_worker(const Problem<scalar_t, acc_t>& pb) {
   const int64_t D = kD > 0 ? kD : pb.D;
   const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, S = pb.S;
   Scratch<acc_t> slice_buf((S + kZeroRows) * D);
@@ -204,7 +209,7 @@ MSDA_INLINE void forward_range(const Problem<scalar_t, acc_t>& pb, int64_t begin
   acc_t acc_stack[kD > 0 ? kD : 1];
   acc_t* __restrict__ acc = kD > 0 ? acc_stack : acc_heap.data();
   int64_t loaded = -1;
-  for (int64_t task = begin; task < end; ++task) {
+  for (int64_t task; (task = pb.next_task->fetch_add(1, std::memory_order_relaxed)) < pb.tasks;) {
     const int64_t chunk = task % pb.chunks, nm = task / pb.chunks, n = nm / M, m = nm % M;
     if (nm != loaded) {
       load_slice<scalar_t, acc_t, kD>(pb, n, m, slice);
@@ -247,11 +252,11 @@ MSDA_INLINE void forward_range(const Problem<scalar_t, acc_t>& pb, int64_t begin
   }
 }
 
-// Backward for tasks [begin, end); a task is one (n, m, query chunk). For every sample it computes the four dot
+// Backward worker: claims tasks until none is left; a task is one (n, m, query chunk). For every sample it computes the four dot
 // products g_k = <grad_out, V(corner k)> in one pass over D and, in the same pass, scatters A * w_k * grad_out into
 // the task's grad_value slice. grad_attention = sum_k w_k g_k, grad_location from the weights' derivatives.
 template <typename scalar_t, typename acc_t, int kD>
-MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begin, int64_t end) {
+MSDA_INLINE void backward_worker(const Problem<scalar_t, acc_t>& pb) {
   const int64_t D = kD > 0 ? kD : pb.D;
   const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, S = pb.S, row = M * D;
   Scratch<acc_t> slice_buf((S + kZeroRows) * D);
@@ -262,7 +267,7 @@ MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begi
   acc_t g_stack[kD > 0 ? kD : 1];
   acc_t* __restrict__ g = kD > 0 ? g_stack : g_heap.data();
   int64_t loaded = -1;
-  for (int64_t task = begin; task < end; ++task) {
+  for (int64_t task; (task = pb.next_task->fetch_add(1, std::memory_order_relaxed)) < pb.tasks;) {
     const int64_t chunk = task % pb.chunks, nm = task / pb.chunks, n = nm / M, m = nm % M;
     if (nm != loaded) {
       load_slice<scalar_t, acc_t, kD>(pb, n, m, slice);
@@ -383,19 +388,15 @@ MSDA_INLINE void backward_range(const Problem<scalar_t, acc_t>& pb, int64_t begi
   }
 
 // One cloned entry point per dtype: target_clones needs plain (non-template) functions.
-#define MSDA_DEFINE_ENTRY_POINTS(SCALAR, ACC, SUFFIX)                                                       \
-  MSDA_CLONES void forward_##SUFFIX(const Problem<SCALAR, ACC>& pb, int64_t begin, int64_t end) {           \
-    MSDA_DISPATCH_D(pb.D, (forward_range<SCALAR, ACC, kD>(pb, begin, end)))                                 \
-  }                                                                                                         \
-  MSDA_CLONES void backward_##SUFFIX(const Problem<SCALAR, ACC>& pb, int64_t begin, int64_t end) {          \
-    MSDA_DISPATCH_D(pb.D, (backward_range<SCALAR, ACC, kD>(pb, begin, end)))                                \
-  }                                                                                                         \
-  MSDA_INLINE void forward_entry(const Problem<SCALAR, ACC>& pb, int64_t b, int64_t e) {                    \
-    forward_##SUFFIX(pb, b, e);                                                                             \
-  }                                                                                                         \
-  MSDA_INLINE void backward_entry(const Problem<SCALAR, ACC>& pb, int64_t b, int64_t e) {                   \
-    backward_##SUFFIX(pb, b, e);                                                                            \
-  }
+#define MSDA_DEFINE_ENTRY_POINTS(SCALAR, ACC, SUFFIX)                                                              \
+  MSDA_CLONES void forward_##SUFFIX(const Problem<SCALAR, ACC>& pb) {                                              \
+    MSDA_DISPATCH_D(pb.D, (forward_worker<SCALAR, ACC, kD>(pb)))                                                   \
+  }                                                                                                                \
+  MSDA_CLONES void backward_##SUFFIX(const Problem<SCALAR, ACC>& pb) {                                             \
+    MSDA_DISPATCH_D(pb.D, (backward_worker<SCALAR, ACC, kD>(pb)))                                                  \
+  }                                                                                                                \
+  MSDA_INLINE void forward_entry(const Problem<SCALAR, ACC>& pb) { forward_##SUFFIX(pb); }                         \
+  MSDA_INLINE void backward_entry(const Problem<SCALAR, ACC>& pb) { backward_##SUFFIX(pb); }
 
 MSDA_DEFINE_ENTRY_POINTS(double, double, f64)
 MSDA_DEFINE_ENTRY_POINTS(float, float, f32)
@@ -441,6 +442,17 @@ Problem<scalar_t, acc_of<scalar_t>> make_problem(const at::Tensor& value, const 
   return pb;
 }
 
+// Runs one worker per thread (at most one per task) over a shared task counter.
+template <typename scalar_t, typename Worker>
+void run_workers(Problem<scalar_t, acc_of<scalar_t>>& pb, const Worker& worker) {
+  std::atomic<int64_t> next_task{0};
+  pb.next_task = &next_task;
+  pb.tasks = pb.N * pb.M * pb.chunks;
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), pb.tasks);
+  // Each call of the body runs one worker, whatever range of worker indices it is given.
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) { worker(); });
+}
+
 }  // namespace
 }  // namespace msda
 
@@ -454,7 +466,7 @@ at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value, const at::Tensor&
     auto pb = msda::make_problem<scalar_t>(value, spatial_shapes, level_start_index, sampling_locations,
                                            attention_weights);
     pb.out = out.data_ptr<scalar_t>();
-    at::parallel_for(0, N * M * pb.chunks, 1, [&](int64_t begin, int64_t end) { msda::forward_entry(pb, begin, end); });
+    msda::run_workers(pb, [&] { msda::forward_entry(pb); });
   });
   return out;
 }
@@ -486,9 +498,7 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value, con
       parts = at::empty({pb.chunks, value.numel()}, value.options().dtype(acc_dtype));
       pb.grad_value_parts = parts.data_ptr<acc_t>();
     }
-    at::parallel_for(0, N * M * pb.chunks, 1, [&](int64_t begin, int64_t end) {
-      msda::backward_entry(pb, begin, end);
-    });
+    msda::run_workers(pb, [&] { msda::backward_entry(pb); });
     if (parts.defined()) grad_value.view({-1}).copy_(parts.sum(0));
   });
   return {grad_value, grad_loc, grad_attn};
