@@ -58,22 +58,59 @@ constexpr int kLanes = 8;
 // gradient rows are written but never read), so the four corners of a sample never share a row.
 constexpr int64_t kZeroRows = 4;
 
-// A 64-byte aligned scratch array (a D = 32 float row is then two whole cache lines).
+// A 64-byte aligned scratch array of a worker thread (a D = 32 float row is then two whole cache lines). Buffers of
+// up to kKeptScratchBytes are kept by the thread between calls (a thread holds at most two, ~1.2 MiB at SeqFormer's
+// encoder shape): a fresh one would be mapped and faulted in page by page on every call, and unmapped afterwards,
+// which in a multi-threaded process also makes the kernel flush the other threads' TLBs.
+constexpr size_t kKeptScratchBytes = size_t(16) << 20;
+
+class ThreadBuffer {
+ public:
+  void* reserve(size_t bytes) {
+    bytes = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+    if (bytes > capacity_) {
+      data_.reset();
+      data_.reset(std::aligned_alloc(64, bytes));
+      TORCH_CHECK(data_ != nullptr, "ms_deform_attn: out of memory for a ", bytes, "-byte scratch buffer");
+      capacity_ = bytes;
+    }
+    return data_.get();
+  }
+  // Gives the memory back unless it is small enough to keep for the next call.
+  void trim() {
+    if (capacity_ > kKeptScratchBytes) {
+      data_.reset();
+      capacity_ = 0;
+    }
+  }
+
+ private:
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> data_;
+  size_t capacity_ = 0;
+};
+
+// The two scratch buffers of the calling thread (value slice, gradient slice), trimmed when the scope ends.
 template <typename T>
 class Scratch {
  public:
-  explicit Scratch(int64_t size)
-      : data_(static_cast<T*>(std::aligned_alloc(64, round_up(std::max<int64_t>(size, 1) * sizeof(T))))) {
-    TORCH_CHECK(data_ != nullptr, "ms_deform_attn: out of memory for a ", size * sizeof(T), "-byte scratch buffer");
+  Scratch(int which, int64_t size) : buffer_(buffers()[which]) {
+    data_ = static_cast<T*>(buffer_.reserve(static_cast<size_t>(size) * sizeof(T)));
   }
-  T* get() const { return data_.get(); }
+  ~Scratch() { buffer_.trim(); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  T* get() const { return data_; }
 
  private:
-  static size_t round_up(size_t bytes) { return (bytes + 63) / 64 * 64; }
-  struct Free {
-    void operator()(T* p) const { std::free(p); }
-  };
-  std::unique_ptr<T, Free> data_;
+  static ThreadBuffer* buffers() {
+    thread_local ThreadBuffer kept[2];
+    return kept;
+  }
+  ThreadBuffer& buffer_;
+  T* data_;
 };
 
 // Raw pointers and sizes of one call; every tensor is contiguous.
@@ -203,7 +240,7 @@ template <typename scalar_t, typename acc_t, int kD>
 MSDA_INLINE void forward_worker(const Problem<scalar_t, acc_t>& pb) {
   const int64_t D = kD > 0 ? kD : pb.D;
   const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, S = pb.S;
-  Scratch<acc_t> slice_buf((S + kZeroRows) * D);
+  Scratch<acc_t> slice_buf(0, (S + kZeroRows) * D);
   acc_t* __restrict__ slice = slice_buf.get();
   std::vector<acc_t> acc_heap(kD > 0 ? 0 : D);
   acc_t acc_stack[kD > 0 ? kD : 1];
@@ -259,8 +296,8 @@ template <typename scalar_t, typename acc_t, int kD>
 MSDA_INLINE void backward_worker(const Problem<scalar_t, acc_t>& pb) {
   const int64_t D = kD > 0 ? kD : pb.D;
   const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, S = pb.S, row = M * D;
-  Scratch<acc_t> slice_buf((S + kZeroRows) * D);
-  Scratch<acc_t> grad_buf((S + kZeroRows) * D);
+  Scratch<acc_t> slice_buf(0, (S + kZeroRows) * D);
+  Scratch<acc_t> grad_buf(1, (S + kZeroRows) * D);
   acc_t* __restrict__ slice = slice_buf.get();
   acc_t* __restrict__ grad_slice = grad_buf.get();
   std::vector<acc_t> g_heap(kD > 0 ? 0 : D);
