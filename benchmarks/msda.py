@@ -12,6 +12,9 @@ figures.
 Peak memory: Linux's peak resident set size, reset before each measured call (``/proc/self/clear_refs``), minus the
 resident size before it. glibc is told to return every large block to the system at once
 (``MALLOC_MMAP_THRESHOLD_``, set by re-running this script with it), so freed memory does not hide a later peak.
+This also makes every call fault in fresh pages for its outputs, which is part of the timings (~0.65 ms per MB of
+output on the development machine). ``--glibc-default`` skips the setting: timings then reflect a training loop,
+where glibc reuses freed blocks, and peak memory figures are not reliable.
 
 Peers: ``torch-ms-deform-attn`` (PyPI; the only package found with a CPU kernel of this op) is compared when it
 imports, e.g. after ``FORCE_CPU=1 pip install --no-build-isolation --target DIR torch-ms-deform-attn`` and
@@ -176,6 +179,7 @@ def run(repeats: int, json_path: Path, peer_path: str | None, threads: int | Non
         "cpu": platform.processor() or platform.machine(),
         "dtype": "float32",
         "repeats": repeats,
+        _MMAP_ENV: os.environ.get(_MMAP_ENV, "glibc default (peak memory not reliable)"),
         # other work on the machine inflates wall times; compare rows of one run, not runs of different loads
         "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "shapes": {"levels": LEVELS, "frames": FRAMES, "heads": HEADS, "channels": CHANNELS, "points": POINTS},
@@ -216,8 +220,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/msda.json"), help="output JSON path")
     parser.add_argument("--peer-path", default=os.environ.get("MSDA_PEER_PATH"), help="extra sys.path for peers")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--glibc-default", action="store_true", help=f"keep glibc's allocator settings (no {_MMAP_ENV}; see above)"
+    )
     args = parser.parse_args()
-    if os.environ.get(_MMAP_ENV) is None and sys.platform.startswith("linux"):
+    if os.environ.get(_MMAP_ENV) is None and sys.platform.startswith("linux") and not args.glibc_default:
         env = dict(os.environ, **{_MMAP_ENV: "65536"})
         return subprocess.call([sys.executable, *sys.argv], env=env)
     run(args.repeats, args.json, args.peer_path, args.threads)
