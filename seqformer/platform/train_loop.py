@@ -378,8 +378,8 @@ def _dump_debug(trainer: _Trainer) -> None:
         return
     core = _unwrap(trainer.model)
     total = torch.zeros((), dtype=torch.float64)
-    for value in core.state_dict().values():
-        total += value.double().abs().sum()
+    for value in core.parameters():  # parameters only: BatchNorm running statistics are per rank by design
+        total += value.detach().double().abs().sum()
     import ray
 
     Path(trainer.debug_dir).mkdir(parents=True, exist_ok=True)

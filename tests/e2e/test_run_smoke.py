@@ -26,6 +26,7 @@ def smoke_run(tmp_path_factory):
         *output_overrides(out),
         "resources.num_workers=2",
         "train.max_steps=3",
+        "train.epochs=10",  # 4 videos over 2 workers is 2 steps per epoch: max_steps ends the run, not epochs
         "train.checkpoint_every_steps=2",
         "eval.every_steps=1",  # periodic validation on rank 0 while rank 1 waits (every rank must report)
     ]
@@ -80,7 +81,7 @@ def test_mlflow_holds_run_params_metrics_artifacts_and_champion(smoke_run):
     assert {"config", "plots"} <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "config")} == {"config/resolved_config.yaml"}
     champion = client.get_model_version_by_alias("seqformer-smoke", "champion")
-    assert champion.version == "1" and champion.tags["run_id"] == run.info.run_id
+    assert str(champion.version) == "1" and champion.tags["run_id"] == run.info.run_id
 
 
 def test_registered_model_loads_back(smoke_run, monkeypatch):
