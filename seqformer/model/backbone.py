@@ -58,7 +58,6 @@ class FrozenBatchNorm2d(nn.Module):
         return x * scale + bias
 
 
-
 _RESNETS: dict[str, Any] = {
     "tiny_resnet": tiny_resnet,
     # resnet18 / resnet34 (BasicBlock, 128/256/512 channels) are not in the paper's zoo; they make small CPU models

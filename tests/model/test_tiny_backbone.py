@@ -34,9 +34,20 @@ def test_no_pretrained_weights_or_dilation():
 
 
 def test_seqformer_with_tiny_backbone_outputs():
-    cfg = ModelConfig(backbone="tiny_resnet", frozen_batch_norm=False, freeze_stem=False, hidden_dim=32,
-                      dim_feedforward=64, enc_layers=1, dec_layers=2, nheads=4, num_queries=5, num_classes=3,
-                      num_frames=2, mask_feat_channels=8)
+    cfg = ModelConfig(
+        backbone="tiny_resnet",
+        frozen_batch_norm=False,
+        freeze_stem=False,
+        hidden_dim=32,
+        dim_feedforward=64,
+        enc_layers=1,
+        dec_layers=2,
+        nheads=4,
+        num_queries=5,
+        num_classes=3,
+        num_frames=2,
+        mask_feat_channels=8,
+    )
     out = build_model(cfg).eval()([torch.randn(2, 3, 96, 96)])
     assert out["pred_logits"].shape == (1, 5, 3)
     assert out["pred_boxes"].shape == (1, 2, 5, 4)
