@@ -31,6 +31,20 @@ def _mean_nonzero(values):
     return np.array(kept).mean() if kept else 0
 
 
+def official_video_iou(d_seq, g_seq):
+    """The official per-frame walk over two frame lists (Python ``zip``) with pycocotools merge/area calls."""
+    inter = union = 0.0
+    for d, g in zip(d_seq, g_seq):
+        if d and g:
+            inter += mask_utils.area(mask_utils.merge([d, g], True))
+            union += mask_utils.area(mask_utils.merge([d, g], False))
+        elif g:
+            union += mask_utils.area(g)
+        elif d:
+            union += mask_utils.area(d)
+    return inter / union if union > 0 else 0.0
+
+
 def oracle_evaluate(gt_data, results):
     """The official numbers: returns (stats list of 12, precision [T,R,K,A,M], recall [T,K,A,M], cat ids)."""
     gt_data = copy.deepcopy(gt_data)
@@ -67,25 +81,15 @@ def oracle_evaluate(gt_data, results):
     for res in dts:
         by_pair_dt[res["video_id"], res["category_id"]].append(res)
 
-    def video_iou(d_seq, g_seq):
-        inter = union = 0.0
-        for d, g in zip(d_seq, g_seq):
-            if d and g:
-                inter += mask_utils.area(mask_utils.merge([d, g], True))
-                union += mask_utils.area(mask_utils.merge([d, g], False))
-            elif g:
-                union += mask_utils.area(g)
-            elif d:
-                union += mask_utils.area(d)
-        return inter / union if union > 0 else 0.0
-
     ious = {}
     for v in vid_ids:
         for c in cat_ids:
             gt, dt = by_pair_gt[v, c], by_pair_dt[v, c]
             order = np.argsort([-d["score"] for d in dt], kind="mergesort")
             dt = [dt[i] for i in order][:100]
-            ious[v, c] = np.array([[video_iou(d["segmentations"], g["segmentations"]) for g in gt] for d in dt])
+            ious[v, c] = np.array(
+                [[official_video_iou(d["segmentations"], g["segmentations"]) for g in gt] for d in dt]
+            )
 
     def evaluate_pair(v, c, rng):
         gt, dt = by_pair_gt[v, c], by_pair_dt[v, c]

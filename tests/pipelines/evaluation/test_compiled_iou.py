@@ -17,6 +17,7 @@ from seqformer.pipelines.evaluation.ground_truth import parse_ground_truth
 from seqformer.pipelines.evaluation.io import Problems
 from seqformer.pipelines.evaluation.video_iou import video_ious
 from tests.pipelines.evaluation.cases import gt_file, rle
+from tests.pipelines.evaluation.oracle import official_video_iou
 
 pytestmark = pytest.mark.build
 
@@ -37,20 +38,6 @@ def _random_track(rng: np.random.Generator, frames: int, sizes: list[tuple[int, 
             mask = rng.random((h, w)) < rng.uniform(0.1, 0.9)  # many short runs, in every column
         track.append(rle(mask))
     return track
-
-
-def _official_iou(d_seq: list, g_seq: list) -> float:
-    """The official per-frame walk with pycocotools merge/area calls."""
-    inter = union = 0.0
-    for d, g in zip(d_seq, g_seq):
-        if d and g:
-            inter += mask_utils.area(mask_utils.merge([d, g], True))
-            union += mask_utils.area(mask_utils.merge([d, g], False))
-        elif g:
-            union += mask_utils.area(g)
-        elif d:
-            union += mask_utils.area(d)
-    return inter / union if union > 0 else 0.0
 
 
 def _table(tracks: list[list[dict | None]]):
@@ -79,7 +66,7 @@ def test_compiled_video_iou_equals_the_official_pycocotools_walk(seed):
         union,
     )
     got = np.divide(inter, union, out=np.zeros(len(inter)), where=union > 0).reshape(len(dts), len(gts))
-    expected = np.array([[_official_iou(d, g) for g in gts] for d in dts])
+    expected = np.array([[official_video_iou(d, g) for g in gts] for d in dts])
     np.testing.assert_array_equal(got, expected)  # the same division of the same exact integers
 
 
@@ -114,7 +101,7 @@ def test_video_ious_per_problem_blocks_match_the_official_walk():
     for key, block in zip(keys, blocks):
         expected = [
             [
-                _official_iou(results[e]["segmentations"], [rle(m) for m in masks[t.ann_id - 1]])
+                official_video_iou(results[e]["segmentations"], [rle(m) for m in masks[t.ann_id - 1]])
                 for t in parsed.tracks[key]
             ]
             for e in dets.groups[key]
