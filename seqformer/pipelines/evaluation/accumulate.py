@@ -6,9 +6,10 @@ Axes: ``T`` IoU thresholds, ``R`` recall thresholds, ``K`` categories, ``A`` are
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
+
+from seqformer.pipelines.evaluation._extension import load
 
 logger = logging.getLogger(__name__)
 
@@ -26,121 +27,115 @@ MAX_DETS = (1, 10, 100)
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-@dataclass
-class PairResult:
-    """Matching output of one (video, category) for one area range.
-
-    Attributes:
-        scores: float64 ``[D]`` prediction scores in rank order.
-        matched: bool ``[T, D]`` matched to a GT whose id is not 0 (the official "dtm != 0").
-        ignored: bool ``[T, D]`` neither TP nor FP.
-        num_positive_gts: GTs that are not ignored in this area range.
-    """
-
-    scores: np.ndarray
-    matched: np.ndarray
-    ignored: np.ndarray
-    num_positive_gts: int
-
-
 def out_of_range(values: np.ndarray, area: tuple[float, float]) -> np.ndarray:
     """bool, True where a mean area lies outside the inclusive range."""
     return (values < area[0]) | (values > area[1])
 
 
-def match(
-    ious: np.ndarray, gt_ids: list[object], gt_crowd: list[bool], gt_ignore: list[bool]
-) -> tuple[np.ndarray, ...]:
-    """Greedy per-threshold matching of ranked predictions to GTs, exactly as the official ``evaluateVid``.
+def match_all(
+    ious: np.ndarray,
+    dt_counts: np.ndarray,
+    gt_counts: np.ndarray,
+    gt_ignore: np.ndarray,
+    gt_crowd: np.ndarray,
+    gt_nonzero: np.ndarray,
+    num_areas: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy per-threshold matching of every problem (a video and category), exactly as the official ``evaluateVid``.
 
     GTs are taken non-ignored first (stable); each prediction takes the free GT (crowd GTs are always free) with the
-    highest IoU >= t, the later GT winning ties; once a non-ignored GT is found, ignored ones are not considered.
+    highest IoU >= t, the later GT winning ties; once a non-ignored GT is found, ignored ones are not considered. One
+    compiled call (``match_problems`` in ``csrc/ytvis_eval.cpp``) for all problems, area ranges and thresholds.
 
     Args:
-        ious: float64 ``[D, G]`` video IoUs, rows in rank order, columns in GT order.
-        gt_ids: annotation id per GT (a match to id 0 does not count as a match).
-        gt_crowd: ``int(iscrowd) != 0`` per GT.
-        gt_ignore: whether each GT is ignored in this area range.
+        ious: float64 ``[sum(dt_counts * gt_counts)]`` video IoUs, problem by problem, each ``[D_p, G_p]`` row-major
+            (rows in rank order, columns in GT order).
+        dt_counts: int ``[P]`` ranked predictions per problem (entries laid out problem by problem).
+        gt_counts: int ``[P]`` GTs per problem (laid out the same way).
+        gt_ignore: bool ``[A, G]`` whether each GT is ignored in each area range.
+        gt_crowd: bool ``[G]`` ``int(iscrowd) != 0``.
+        gt_nonzero: bool ``[G]`` annotation id is not 0 (a match to id 0 does not count as a match).
+        num_areas: ``A``.
 
     Returns:
-        ``matched`` bool ``[T, D]`` (matched to a GT with non-zero id), ``matched_ignored`` bool ``[T, D]`` (matched
-        to an ignored GT).
+        ``matched`` bool ``[A, T, D]`` (matched to a GT with non-zero id), ``matched_ignored`` bool ``[A, T, D]``
+        (matched to an ignored GT).
     """
-    num_dets, num_gts = ious.shape
-    matched = np.zeros((len(IOU_THRESHOLDS), num_dets), dtype=bool)
+    num_dets = int(np.sum(dt_counts))
+    matched = np.zeros((num_areas, len(IOU_THRESHOLDS), num_dets), dtype=np.int8)
     matched_ignored = np.zeros_like(matched)
-    if num_dets == 0 or num_gts == 0:
-        return matched, matched_ignored
-    order = np.argsort(np.asarray(gt_ignore, dtype=np.int64), kind="mergesort").tolist()
-    ignore = [gt_ignore[g] for g in order]
-    crowd = [gt_crowd[g] for g in order]
-    nonzero_id = [gt_ids[g] != 0 for g in order]
-    rows = ious[:, order].tolist()
-    best_per_row = ious.max(axis=1).tolist()
-    taken = [[False] * num_gts for _ in IOU_THRESHOLDS]
-    thresholds = [min(float(t), 1 - 1e-10) for t in IOU_THRESHOLDS]
-    for d, row in enumerate(rows):
-        if best_per_row[d] < thresholds[0]:
-            continue  # below every threshold: cannot match anything
-        for t, threshold in enumerate(thresholds):
-            best, m = threshold, -1
-            taken_t = taken[t]
-            for g in range(num_gts):
-                if taken_t[g] and not crowd[g]:
-                    continue
-                if m > -1 and not ignore[m] and ignore[g]:
-                    break
-                if row[g] < best:
-                    continue
-                best, m = row[g], g
-            if m == -1:
-                continue
-            taken_t[m] = True
-            matched[t, d] = nonzero_id[m]
-            matched_ignored[t, d] = ignore[m]
-    return matched, matched_ignored
+    thresholds = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)
+    load().match_problems(
+        np.ascontiguousarray(ious, dtype=np.float64),
+        _offsets(dt_counts),
+        _offsets(gt_counts),
+        np.ascontiguousarray(gt_ignore, dtype=np.int8),
+        np.ascontiguousarray(gt_crowd, dtype=np.int8),
+        np.ascontiguousarray(gt_nonzero, dtype=np.int8),
+        np.ascontiguousarray(thresholds, dtype=np.float64),
+        matched,
+        matched_ignored,
+    )
+    return matched.view(bool), matched_ignored.view(bool)
 
 
-def accumulate(per_category: list[list[list[PairResult]]]) -> tuple[np.ndarray, np.ndarray]:
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def accumulate(
+    scores: np.ndarray,
+    ranks: np.ndarray,
+    categories: np.ndarray,
+    matched: np.ndarray,
+    ignored: np.ndarray,
+    num_positive: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Precision and recall tables.
 
     Args:
-        per_category: ``[K][A]`` lists of :class:`PairResult`, one per (video, category) that has a GT or a prediction,
-            videos in ascending id order.
+        scores: float64 ``[N]`` per matched entry (a ranked prediction of one video and category) its score; within a
+            category, entries are in the official concatenation order (videos ascending, rank order within a video).
+        ranks: int ``[N]`` rank of each entry within its video and category (0 first).
+        categories: int ``[N]`` category index ``k`` of each entry.
+        matched: bool ``[A, T, N]`` matched to a GT with non-zero id.
+        ignored: bool ``[A, T, N]`` neither TP nor FP.
+        num_positive: int ``[K, A]`` GTs that are not ignored, per category and area range.
 
     Returns:
         precision float64 ``[T, R, K, A, M]`` and recall float64 ``[T, K, A, M]``; -1 where a category has no
         non-ignored GT.
     """
     num_t, num_r, num_m = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(MAX_DETS)
-    num_k, num_a = len(per_category), len(AREA_RANGES)
+    num_k, num_a = num_positive.shape
     precision = -np.ones((num_t, num_r, num_k, num_a, num_m))
     recall = -np.ones((num_t, num_k, num_a, num_m))
-    for k, by_area in enumerate(per_category):
-        for a, pairs in enumerate(by_area):
-            num_positive = sum(p.num_positive_gts for p in pairs)
-            if not pairs or num_positive == 0:
-                continue
-            scores = np.concatenate([p.scores for p in pairs])
-            ranks = np.concatenate([np.arange(len(p.scores)) for p in pairs])
-            matched = np.concatenate([p.matched for p in pairs], axis=1)
-            ignored = np.concatenate([p.ignored for p in pairs], axis=1)
-            for m, max_det in enumerate(MAX_DETS):
-                keep = ranks < max_det
-                order = np.argsort(-scores[keep], kind="mergesort")
-                pr, rc = _curves(matched[:, keep][:, order], ignored[:, keep][:, order], num_positive)
-                recall[:, k, a, m] = rc[:, -1] if rc.shape[1] else 0.0
-                precision[:, :, k, a, m] = _sample(pr, rc)
+    by_category = np.argsort(categories, kind="stable")  # keeps the concatenation order within a category
+    bounds = np.searchsorted(categories[by_category], np.arange(num_k + 1), side="left")
+    for k in range(num_k):
+        areas = np.flatnonzero(num_positive[k] > 0)
+        if not areas.size:
+            continue
+        entries = by_category[bounds[k] : bounds[k + 1]]
+        # One stable sort by score serves every maxDet: dropping entries keeps the others' relative order.
+        entries = entries[np.argsort(-scores[entries], kind="mergesort")]
+        for m, max_det in enumerate(MAX_DETS):
+            kept = entries[ranks[entries] < max_det]
+            pr, rc = _curves(matched[areas][:, :, kept], ignored[areas][:, :, kept], num_positive[k, areas])
+            for i, a in enumerate(areas):
+                recall[:, k, a, m] = rc[i, :, -1] if len(kept) else 0.0
+                precision[:, :, k, a, m] = _sample(pr[i], rc[i])
     return precision, recall
 
 
-def _curves(matched: np.ndarray, ignored: np.ndarray, num_positive: int) -> tuple[np.ndarray, np.ndarray]:
-    """Precision (made non-increasing from the right) and recall after each ranked prediction. ``[T, N]`` each."""
-    tp_sum = np.cumsum(matched & ~ignored, axis=1).astype(np.float64)
-    fp_sum = np.cumsum(~matched & ~ignored, axis=1).astype(np.float64)
-    rc = tp_sum / num_positive
+def _curves(matched: np.ndarray, ignored: np.ndarray, num_positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision (made non-increasing from the right) and recall after each ranked prediction. ``[A', T, N]`` each,
+    for ``matched`` / ``ignored`` bool ``[A', T, N]`` and ``num_positive`` int ``[A']``."""
+    tp_sum = np.cumsum(matched & ~ignored, axis=2).astype(np.float64)
+    fp_sum = np.cumsum(~matched & ~ignored, axis=2).astype(np.float64)
+    rc = tp_sum / num_positive[:, None, None]
     pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+    pr = np.maximum.accumulate(pr[:, :, ::-1], axis=2)[:, :, ::-1]
     return pr, rc
 
 

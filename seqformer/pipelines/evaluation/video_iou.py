@@ -36,25 +36,49 @@ def video_ious(dets: Detections, gt: GroundTruth, problems: list[tuple[list[int]
     """
     dt_counts = np.array([len(rows) for rows, _ in problems], dtype=np.int64)
     gt_counts = np.array([len(tracks) for _, tracks in problems], dtype=np.int64)
-    pair_counts = dt_counts * gt_counts
-    total = int(pair_counts.sum())
-    inter, union = np.zeros(total, dtype=np.int64), np.zeros(total, dtype=np.int64)
     flat_dts = np.fromiter((r for rows, _ in problems for r in rows), dtype=np.int64, count=int(dt_counts.sum()))
     flat_gts = np.fromiter((t for _, tracks in problems for t in tracks), dtype=np.int64, count=int(gt_counts.sum()))
+    ious = pair_ious(dets, gt, dt_counts, flat_dts, gt_counts, flat_gts)
+    bounds = _offsets(dt_counts * gt_counts)
+    return [ious[bounds[p] : bounds[p + 1]].reshape(int(dt_counts[p]), int(gt_counts[p])) for p in range(len(problems))]
+
+
+def pair_ious(
+    dets: Detections,
+    gt: GroundTruth,
+    dt_counts: np.ndarray,
+    dts: np.ndarray,
+    gt_counts: np.ndarray,
+    gts: np.ndarray,
+) -> np.ndarray:
+    """Official video IoU of every (prediction, track) pair of every problem, in one compiled call.
+
+    Args:
+        dets: all parsed predictions; gt: the parsed ground truth.
+        dt_counts: int ``[P]`` predictions per problem; ``dts``: int ``[sum(dt_counts)]`` their indices into
+            ``dets``, problem by problem, rank order within a problem.
+        gt_counts: int ``[P]`` tracks per problem; ``gts``: int ``[sum(gt_counts)]`` their :attr:`GtTrack.index`,
+            problem by problem, official order within a problem.
+
+    Returns:
+        float64 ``[sum(dt_counts * gt_counts)]``: problem by problem, each ``[D_p, G_p]`` row-major; I / U per pair
+        (0 where U = 0).
+    """
+    dt_counts, gt_counts = np.asarray(dt_counts, dtype=np.int64), np.asarray(gt_counts, dtype=np.int64)
+    total = int(np.sum(dt_counts * gt_counts))
+    inter, union = np.zeros(total, dtype=np.int64), np.zeros(total, dtype=np.int64)
     d, g = dets.frames, gt.frames
     load().pair_sums(
         *(d.buf, d.start, d.length, d.height, d.width, d.area, d.offsets),
         *(g.buf, g.start, g.length, g.height, g.width, g.area, g.offsets),
         _offsets(dt_counts),
-        flat_dts,
+        np.ascontiguousarray(dts, dtype=np.int64),
         _offsets(gt_counts),
-        flat_gts,
+        np.ascontiguousarray(gts, dtype=np.int64),
         inter,
         union,
     )
-    ious = np.divide(inter.astype(np.float64), union.astype(np.float64), out=np.zeros(total), where=union > 0)
-    bounds = _offsets(pair_counts)
-    return [ious[bounds[p] : bounds[p + 1]].reshape(int(dt_counts[p]), int(gt_counts[p])) for p in range(len(problems))]
+    return np.divide(inter.astype(np.float64), union.astype(np.float64), out=np.zeros(total), where=union > 0)
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:

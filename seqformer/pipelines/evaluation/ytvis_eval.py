@@ -28,9 +28,9 @@ import numpy as np
 from seqformer.pipelines.evaluation import accumulate as acc
 from seqformer.pipelines.evaluation import rle as rle_utils
 from seqformer.pipelines.evaluation.detections import Detections, parse_results, read_results_file
-from seqformer.pipelines.evaluation.ground_truth import GroundTruth, GtTrack, parse_ground_truth
+from seqformer.pipelines.evaluation.ground_truth import GroundTruth, parse_ground_truth
 from seqformer.pipelines.evaluation.io import PathLike, Problems, load_json
-from seqformer.pipelines.evaluation.video_iou import video_ious
+from seqformer.pipelines.evaluation.video_iou import pair_ious
 
 logger = logging.getLogger(__name__)
 
@@ -144,70 +144,72 @@ class YTVISEvaluator:
 
 
 def _precision_recall(gt: GroundTruth, dets: Detections) -> tuple[np.ndarray, np.ndarray]:
-    """Rank, match and accumulate: precision ``[T, R, K, A, M]``, recall ``[T, K, A, M]``."""
+    """Rank, match and accumulate: precision ``[T, R, K, A, M]``, recall ``[T, K, A, M]``.
+
+    Every (video, category) with a track or a prediction is one problem; problems are laid out video by video (ascending
+    ids), categories ascending within a video, so each category's entries come out in the official concatenation order
+    (videos ascending, rank order within a video).
+    """
+    num_k = len(gt.category_ids)
+    video_pos = {v: i for i, v in enumerate(gt.video_ids)}
+    category_pos = {c: k for k, c in enumerate(gt.category_ids)}
+    rows, dt_codes = _rank(dets, video_pos, category_pos, num_k)
+    gt_keys = sorted(gt.tracks, key=lambda key: (video_pos[key[0]], category_pos[key[1]]))
+    tracks = [t for key in gt_keys for t in gt.tracks[key]]
+    gt_codes = np.array(
+        [video_pos[v] * num_k + category_pos[c] for v, c in gt_keys for _ in gt.tracks[(v, c)]], dtype=np.int64
+    )
+    codes = np.union1d(dt_codes, gt_codes)  # the problems, in official order
+    dt_counts = np.bincount(np.searchsorted(codes, dt_codes), minlength=len(codes))
+    gt_counts = np.bincount(np.searchsorted(codes, gt_codes), minlength=len(codes))
+    track_index = np.array([t.index for t in tracks], dtype=np.int64)
+    ious = pair_ious(dets, gt, dt_counts, rows, gt_counts, track_index)
+
     areas = list(acc.AREA_RANGES.values())
-    ranked = _rank(gt, dets)
-    dt_outside = np.stack([acc.out_of_range(dets.avg_areas, area) for area in areas])  # [A, num_entries]
-    per_category: list[list[list[acc.PairResult]]] = [[[] for _ in areas] for _ in gt.category_ids]
-    category_index = {c: k for k, c in enumerate(gt.category_ids)}
-    keys = [
-        (video_id, c)
-        for video_id in gt.video_ids
-        for c in gt.category_ids
-        if (video_id, c) in ranked or (video_id, c) in gt.tracks
-    ]
-    both = [key for key in keys if key in ranked and key in gt.tracks]
-    # One compiled call for every (video, category) with predictions and tracks; pairs across categories are never
-    # used, so they are never computed.
-    blocks = video_ious(dets, gt, [(ranked[key], [t.index for t in gt.tracks[key]]) for key in both])
-    ious = dict(zip(both, blocks))
-    for key in keys:
-        rows, tracks = ranked.get(key, []), gt.tracks.get(key, [])
-        results = _pair_results(dets, rows, tracks, ious.get(key), areas, dt_outside)
-        for a, result in enumerate(results):
-            per_category[category_index[key[1]]][a].append(result)
-    return acc.accumulate(per_category)
-
-
-def _rank(gt: GroundTruth, dets: Detections) -> dict[tuple[Any, Any], list[int]]:
-    """Per (video, category) the prediction indices by descending score (stable), cut to the top 100."""
-    ranked = {}
-    for key, indices in dets.groups.items():
-        order = np.argsort(-dets.scores[indices], kind="mergesort")[:MAX_PER_PAIR]
-        ranked[key] = [indices[i] for i in order]
-    return ranked
-
-
-def _pair_results(
-    dets: Detections,
-    rows: list[int],
-    tracks: list[GtTrack],
-    ious: np.ndarray | None,
-    areas: list[tuple[float, float]],
-    dt_outside: np.ndarray,
-) -> list[acc.PairResult]:
-    """Matching of one (video, category) in every area range (``dt_outside``: bool ``[A, num_entries]``)."""
-    scores = dets.scores[rows]
-    if not tracks:  # nothing to match: every prediction is a FP unless its area is out of range
-        unmatched = np.zeros((len(acc.IOU_THRESHOLDS), len(rows)), dtype=bool)
-        return [
-            acc.PairResult(scores, unmatched, dt_outside[a, rows][None, :].repeat(len(unmatched), 0), 0)
-            for a in range(len(areas))
-        ]
     gt_avg = np.array([t.avg_area for t in tracks], dtype=np.float64)
-    ids, crowd = [t.ann_id for t in tracks], [t.crowd for t in tracks]
-    if ious is None:
-        ious = np.zeros((len(rows), len(tracks)))
-    cache: dict[tuple[bool, ...], tuple[np.ndarray, np.ndarray]] = {}
-    out = []
-    for a, area in enumerate(areas):
-        gt_ignore = tuple(bool(t.ignore or o) for t, o in zip(tracks, acc.out_of_range(gt_avg, area)))
-        if gt_ignore not in cache:
-            cache[gt_ignore] = acc.match(ious, ids, crowd, list(gt_ignore))
-        matched, matched_ignored = cache[gt_ignore]
-        ignored = matched_ignored | (~matched & dt_outside[a, rows][None, :])
-        out.append(acc.PairResult(scores, matched, ignored, gt_ignore.count(False)))
-    return out
+    gt_flag = np.array([t.ignore for t in tracks], dtype=bool)
+    gt_ignore = np.stack([gt_flag | acc.out_of_range(gt_avg, area) for area in areas]) if tracks else None
+    matched, matched_ignored = acc.match_all(
+        ious,
+        dt_counts,
+        gt_counts,
+        gt_ignore if gt_ignore is not None else np.zeros((len(areas), 0), dtype=bool),
+        np.array([t.crowd for t in tracks], dtype=bool),
+        np.array([t.ann_id != 0 for t in tracks], dtype=bool),
+        len(areas),
+    )
+    dt_outside = np.stack([acc.out_of_range(dets.avg_areas[rows], area) for area in areas])  # [A, N]
+    ignored = matched_ignored | (~matched & dt_outside[:, None, :])
+    entry_category = np.repeat(codes % num_k, dt_counts)
+    ranks = np.arange(len(rows)) - np.repeat(np.cumsum(dt_counts) - dt_counts, dt_counts)
+    num_positive = np.zeros((num_k, len(areas)), dtype=np.int64)
+    if gt_ignore is not None:
+        for a in range(len(areas)):
+            num_positive[:, a] = np.bincount(gt_codes % num_k, weights=~gt_ignore[a], minlength=num_k)
+    return acc.accumulate(dets.scores[rows], ranks, entry_category, matched, ignored, num_positive)
+
+
+def _rank(
+    dets: Detections, video_pos: dict[Any, int], category_pos: dict[Any, int], num_k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Entries of known categories grouped by problem code (``video position * K + category position``), each group by
+    descending score (stable, so ties keep file order) and cut to the top 100.
+
+    Returns:
+        int64 ``[N]`` entry indices and int64 ``[N]`` their problem codes, in that order.
+    """
+    videos = np.fromiter((video_pos[v] for v in dets.video_ids), dtype=np.int64, count=len(dets.video_ids))
+    categories = np.fromiter(
+        (category_pos.get(c, -1) for c in dets.category_ids), dtype=np.int64, count=len(dets.category_ids)
+    )
+    codes = np.where(categories >= 0, videos * num_k + categories, -1)  # -1: a category the GT does not list
+    by_score = np.argsort(-dets.scores, kind="stable")
+    order = by_score[np.argsort(codes[by_score], kind="stable")]
+    order = order[codes[order] >= 0]
+    sorted_codes = codes[order]
+    first = np.searchsorted(sorted_codes, sorted_codes, side="left")
+    keep = np.arange(len(order)) - first < MAX_PER_PAIR
+    return order[keep], sorted_codes[keep]
 
 
 def _per_category(gt: GroundTruth, precision: np.ndarray, recall: np.ndarray) -> dict[str, dict[str, float]]:

@@ -685,10 +685,224 @@ PyObject* read_results(PyObject*, PyObject* args) {
                        to_bytes(reader.frame_area), static_cast<long long>(reader.first_bad));
 }
 
+// ------------------------------------------------------------------------------------------------ match_problems
+const char* kMatchProblemsDoc =
+    "match_problems(ious, dt_offsets, gt_offsets, gt_ignore, gt_crowd, gt_nonzero, thresholds, matched_out,\n"
+    "               matched_ignored_out) -> None\n\n"
+    "The official greedy matching (evaluateVid) of every problem (a video and category) in every area range at every\n"
+    "IoU threshold. Problem p has the ranked predictions dt_offsets[p]:dt_offsets[p+1] and the tracks (official\n"
+    "order) gt_offsets[p]:gt_offsets[p+1]; its IoUs are row-major (prediction-major) in ious, after those of the\n"
+    "earlier problems. gt_ignore: int8 [A, G]; gt_crowd, gt_nonzero (annotation id != 0): int8 [G]; thresholds:\n"
+    "float64 [T], already min(t, 1 - 1e-10). Writes int8 [A, T, D]: matched (to a track with a non-zero id) and\n"
+    "matched_ignored (to an ignored track). Tracks are tried non-ignored first (stable); a prediction takes the free\n"
+    "track (crowd tracks are always free) with the highest IoU >= t, the later track winning ties; once a\n"
+    "non-ignored track is found, ignored ones are not tried.";
+
+PyObject* match_problems(PyObject*, PyObject* args) {
+  PyObject* o[9];
+  if (!PyArg_ParseTuple(args, "OOOOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8]))
+    return nullptr;
+  Buffer ious, dto_b, gto_b, ignore_b, crowd_b, nonzero_b, thr_b, matched_b, matched_ig_b;
+  if (!acquire(o[0], ious, 8, 'f', false, "ious") || !acquire(o[1], dto_b, 8, 'i', false, "dt_offsets") ||
+      !acquire(o[2], gto_b, 8, 'i', false, "gt_offsets") || !acquire(o[3], ignore_b, 1, 'i', false, "gt_ignore") ||
+      !acquire(o[4], crowd_b, 1, 'i', false, "gt_crowd") || !acquire(o[5], nonzero_b, 1, 'i', false, "gt_nonzero") ||
+      !acquire(o[6], thr_b, 8, 'f', false, "thresholds") || !acquire(o[7], matched_b, 1, 'i', true, "matched_out") ||
+      !acquire(o[8], matched_ig_b, 1, 'i', true, "matched_ignored_out"))
+    return nullptr;
+  const int64_t num_problems = dto_b.size() - 1;
+  if (num_problems < 0 || !check_size(gto_b, num_problems + 1, "gt_offsets")) return nullptr;
+  const int64_t* dto = dto_b.data<int64_t>();
+  const int64_t* gto = gto_b.data<int64_t>();
+  const int64_t num_d = dto[num_problems], num_g = gto[num_problems], num_t = thr_b.size();
+  if (dto[0] != 0 || gto[0] != 0 || num_g != crowd_b.size() || num_g != nonzero_b.size()) {
+    PyErr_SetString(PyExc_ValueError, "match_problems: offsets and per-track arrays disagree");
+    return nullptr;
+  }
+  int64_t pairs = 0;
+  for (int64_t p = 0; p < num_problems; ++p) {
+    if (dto[p + 1] < dto[p] || gto[p + 1] < gto[p]) {
+      PyErr_SetString(PyExc_ValueError, "match_problems: offsets must not decrease");
+      return nullptr;
+    }
+    pairs += (dto[p + 1] - dto[p]) * (gto[p + 1] - gto[p]);
+  }
+  const int64_t per_area = num_t * num_d;
+  const int64_t num_a = per_area > 0 ? matched_b.size() / per_area : 0;
+  if (!check_size(ious, pairs, "ious") || !check_size(matched_b, num_a * per_area, "matched_out") ||
+      !check_size(matched_ig_b, num_a * per_area, "matched_ignored_out") ||
+      (per_area > 0 && !check_size(ignore_b, num_a * num_g, "gt_ignore")))
+    return nullptr;
+  const double* iou = ious.data<double>();
+  const int8_t* ignore_all = ignore_b.data<int8_t>();
+  const int8_t* crowd = crowd_b.data<int8_t>();
+  const int8_t* nonzero = nonzero_b.data<int8_t>();
+  const double* thr = thr_b.data<double>();
+  int8_t* matched = matched_b.data<int8_t>();
+  int8_t* matched_ig = matched_ig_b.data<int8_t>();
+  Py_BEGIN_ALLOW_THREADS;
+  std::memset(matched, 0, static_cast<size_t>(num_a * per_area));
+  std::memset(matched_ig, 0, static_cast<size_t>(num_a * per_area));
+  std::vector<int64_t> order;
+  std::vector<int8_t> taken;
+  int64_t pair0 = 0;
+  for (int64_t p = 0; p < num_problems; ++p) {
+    const int64_t d0 = dto[p], nd = dto[p + 1] - dto[p], g0 = gto[p], ng = gto[p + 1] - gto[p];
+    if (nd > 0 && ng > 0) {
+      const double* block = iou + pair0;
+      for (int64_t a = 0; a < num_a; ++a) {
+        const int8_t* ig = ignore_all + a * num_g + g0;
+        order.clear();
+        for (int64_t g = 0; g < ng; ++g)
+          if (!ig[g]) order.push_back(g);
+        for (int64_t g = 0; g < ng; ++g)
+          if (ig[g]) order.push_back(g);
+        for (int64_t t = 0; t < num_t; ++t) {
+          taken.assign(static_cast<size_t>(ng), 0);
+          int8_t* m_out = matched + (a * num_t + t) * num_d + d0;
+          int8_t* mi_out = matched_ig + (a * num_t + t) * num_d + d0;
+          for (int64_t d = 0; d < nd; ++d) {
+            const double* row = block + d * ng;
+            double best = thr[t];
+            int64_t m = -1;
+            for (int64_t k = 0; k < ng; ++k) {
+              const int64_t g = order[k];
+              if (taken[g] && !crowd[g0 + g]) continue;
+              if (m > -1 && !ig[m] && ig[g]) break;
+              if (row[g] < best) continue;
+              best = row[g];
+              m = g;
+            }
+            if (m == -1) continue;
+            taken[m] = 1;
+            m_out[d] = nonzero[g0 + m] ? 1 : 0;
+            mi_out[d] = ig[m] ? 1 : 0;
+          }
+        }
+      }
+    }
+    pair0 += nd * ng;
+  }
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+
+// ------------------------------------------------------------------------------------------------ encode_tracks
+// Appends pycocotools' compressed string (rleToString) of the run lengths cnts[0..m).
+void append_compressed(const std::vector<int64_t>& cnts, std::string& out) {
+  for (size_t i = 0; i < cnts.size(); ++i) {
+    int64_t x = cnts[i];
+    if (i > 2) x -= cnts[i - 2];
+    bool more = true;
+    while (more) {
+      int c = static_cast<int>(x & 0x1f);
+      x >>= 5;
+      more = (c & 0x10) ? x != -1 : x != 0;
+      if (more) c |= 0x20;
+      out.push_back(static_cast<char>(c + 48));
+    }
+  }
+}
+
+// A non-negative exact int (not bool) that fits in 62 bits, or -1.
+int64_t small_int(PyObject* v) {
+  if (!PyLong_CheckExact(v)) return -1;
+  int overflow = 0;
+  const long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+  if (overflow != 0 || x < 0 || x > (int64_t{1} << 62)) {
+    PyErr_Clear();
+    return -1;
+  }
+  return x;
+}
+
+const char* kEncodeTracksDoc =
+    "encode_tracks(tracks) -> tuple | int\n\n"
+    "The frame table of ground-truth tracks (a list of per-frame segmentation lists) for the common shapes only:\n"
+    "a falsy frame is absent; an RLE {'size': [h, w], 'counts': ...} with exact non-negative int sizes and counts\n"
+    "either a list of exact non-negative ints summing to h*w (compressed here as pycocotools' frUncompressedRLE\n"
+    "does; h*w < 2**32) or an ASCII str that decodes to a mask of its size. Returns (buf, start, length, height,\n"
+    "width, area, offsets) (bytes; int64 arrays as bytes), or the flat index of the first frame of another shape\n"
+    "(polygons, bytes, bad values), which the caller hands to the general path.";
+
+PyObject* encode_tracks(PyObject*, PyObject* args) {
+  PyObject* tracks;
+  if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &tracks)) return nullptr;
+  std::string buf;
+  std::vector<int64_t> start, length, height, width, area, offsets{0}, cnts;
+  const Py_ssize_t num_tracks = PyList_GET_SIZE(tracks);
+  int64_t frame = 0;
+  for (Py_ssize_t k = 0; k < num_tracks; ++k) {
+    PyObject* segs = PyList_GET_ITEM(tracks, k);
+    if (!PyList_Check(segs)) return PyLong_FromLongLong(frame);
+    const Py_ssize_t num_frames = PyList_GET_SIZE(segs);
+    for (Py_ssize_t f = 0; f < num_frames; ++f, ++frame) {
+      PyObject* seg = PyList_GET_ITEM(segs, f);
+      const bool plain = seg == Py_None || PyDict_CheckExact(seg) || PyList_CheckExact(seg);
+      const int truth = plain ? PyObject_IsTrue(seg) : -1;
+      if (truth < 0) {
+        PyErr_Clear();
+        return PyLong_FromLongLong(frame);
+      }
+      if (truth == 0) {
+        start.push_back(-1);
+        length.push_back(0);
+        height.push_back(0);
+        width.push_back(0);
+        area.push_back(0);
+        continue;
+      }
+      if (!PyDict_CheckExact(seg)) return PyLong_FromLongLong(frame);
+      PyObject* size = PyDict_GetItemString(seg, "size");
+      PyObject* counts = PyDict_GetItemString(seg, "counts");
+      if (size == nullptr || counts == nullptr || !PyList_CheckExact(size) || PyList_GET_SIZE(size) != 2)
+        return PyLong_FromLongLong(frame);
+      const int64_t h = small_int(PyList_GET_ITEM(size, 0)), w = small_int(PyList_GET_ITEM(size, 1));
+      if (h < 0 || w < 0 || h > (int64_t{1} << 30) || w > (int64_t{1} << 30)) return PyLong_FromLongLong(frame);
+      const size_t begin = buf.size();
+      int64_t a = 0;
+      if (PyList_CheckExact(counts)) {
+        if (h * w >= (int64_t{1} << 32)) return PyLong_FromLongLong(frame);
+        const Py_ssize_t m = PyList_GET_SIZE(counts);
+        cnts.resize(static_cast<size_t>(m));
+        int64_t total = 0;
+        for (Py_ssize_t i = 0; i < m; ++i) {
+          const int64_t x = small_int(PyList_GET_ITEM(counts, i));
+          if (x < 0) return PyLong_FromLongLong(frame);
+          total += x;
+          if (total > h * w) return PyLong_FromLongLong(frame);
+          if (i & 1) a += x;
+          cnts[static_cast<size_t>(i)] = x;
+        }
+        if (total != h * w) return PyLong_FromLongLong(frame);
+        append_compressed(cnts, buf);
+      } else if (PyUnicode_CheckExact(counts) && PyUnicode_IS_READY(counts) && PyUnicode_IS_ASCII(counts)) {
+        const Py_ssize_t n = PyUnicode_GET_LENGTH(counts);
+        const uint8_t* text = static_cast<const uint8_t*>(PyUnicode_DATA(counts));
+        if (check_string(text, n, h, w, a) != kOk) return PyLong_FromLongLong(frame);
+        buf.append(reinterpret_cast<const char*>(text), static_cast<size_t>(n));
+      } else {
+        return PyLong_FromLongLong(frame);
+      }
+      start.push_back(static_cast<int64_t>(begin));
+      length.push_back(static_cast<int64_t>(buf.size() - begin));
+      height.push_back(h);
+      width.push_back(w);
+      area.push_back(a);
+    }
+    offsets.push_back(frame);
+  }
+  PyObject* text = PyBytes_FromStringAndSize(buf.data(), static_cast<Py_ssize_t>(buf.size()));
+  if (text == nullptr) return nullptr;
+  return Py_BuildValue("(NNNNNNN)", text, to_bytes(start), to_bytes(length), to_bytes(height), to_bytes(width),
+                       to_bytes(area), to_bytes(offsets));
+}
+
 PyMethodDef kMethods[] = {
     {"rle_areas", rle_areas, METH_VARARGS, kRleAreasDoc},
     {"pair_sums", pair_sums, METH_VARARGS, kPairSumsDoc},
     {"read_results", read_results, METH_VARARGS, kReadResultsDoc},
+    {"match_problems", match_problems, METH_VARARGS, kMatchProblemsDoc},
+    {"encode_tracks", encode_tracks, METH_VARARGS, kEncodeTracksDoc},
     {nullptr, nullptr, 0, nullptr},
 };
 
