@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pycocotools import mask as mask_utils
 
-from seqformer.pipelines.masks import decode_rle, encode_rle, mask_to_box, resize_mask_nearest, segmentation_to_mask
+from seqformer.pipelines.masks import decode_rle, encode_rle, resize_mask_nearest, segmentation_to_mask
 from seqformer.pipelines.video_io import CorruptFrameError, prepare_frame
 
 logger = logging.getLogger(__name__)
@@ -99,30 +100,52 @@ def _load_frames(descriptor: dict[str, Any], max_size: int, jpeg_quality: int) -
     return frames, stored[0], stored[1]
 
 
+def _same_size_rle(seg: Any, height: int, width: int) -> dict[str, Any]:
+    """Compressed RLE (pycocotools form, ``counts`` bytes) of a segmentation at its own size, without a dense mask."""
+    if isinstance(seg, dict):
+        if list(seg["size"]) != [height, width]:
+            raise SkipVideo(f"RLE size {seg['size']} disagrees with the video size {[height, width]}")
+        if isinstance(seg["counts"], list):
+            return mask_utils.frPyObjects(seg, height, width)  # uncompressed → compressed, run by run
+        return {"size": [height, width], "counts": seg["counts"].encode("ascii")}
+    polygons = [[float(c) for c in p] for p in seg if len(p) >= 6]
+    if not polygons:
+        return mask_utils.encode(np.zeros((height, width, 1), dtype=np.uint8, order="F"))[0]
+    return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+
+
 def _instance_frame(
     seg: Any, box: Any, height: int, width: int, stored: tuple[int, int]
 ) -> tuple[str | None, list[float]]:
-    """RLE string and xyxy box at the stored size of one instance in one frame."""
+    """RLE string and xyxy box at the stored size of one instance in one frame.
+
+    At the original size no dense mask is made: compressed RLE strings are kept as they are, uncompressed RLE and
+    polygons go straight to compressed RLE, and a missing box comes from the RLE (``toBbox``). Only a frame stored
+    smaller than the original needs the mask (decode, nearest resize, encode).
+    """
     if seg is None:
         return None, [0.0, 0.0, 0.0, 0.0]
-    same_size = stored == (height, width)
-    if isinstance(seg, dict) and isinstance(seg.get("counts"), str) and same_size:
-        if list(seg["size"]) != [height, width]:
-            raise SkipVideo(f"RLE size {seg['size']} disagrees with the video size {[height, width]}")
-        rle = seg["counts"]  # already compressed at the stored size: keep it exactly
-        mask = None
+    if stored == (height, width):
+        if isinstance(seg, dict) and isinstance(seg.get("counts"), str) and list(seg["size"]) == [height, width]:
+            rle_obj = None
+            rle = seg["counts"]  # already compressed at the stored size: keep it exactly
+        else:
+            rle_obj = _same_size_rle(seg, height, width)
+            rle = rle_obj["counts"].decode("ascii")
     else:
         if isinstance(seg, dict) and list(seg["size"]) != [height, width]:
             raise SkipVideo(f"RLE size {seg['size']} disagrees with the video size {[height, width]}")
         mask = resize_mask_nearest(segmentation_to_mask(seg, height, width), *stored)
         rle = encode_rle(mask)
+        rle_obj = None
     if box is not None:
         sy, sx = stored[0] / height, stored[1] / width
         x, y, w, h = (float(v) for v in box)
         return rle, [x * sx, y * sy, (x + w) * sx, (y + h) * sy]
-    if mask is None:
-        mask = decode_rle(rle, *stored)
-    return rle, mask_to_box(mask).tolist()
+    if rle_obj is None:
+        rle_obj = {"size": list(stored), "counts": rle.encode("ascii")}
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle_obj))
+    return rle, [x, y, x + w, y + h]
 
 
 def build_records(
@@ -251,7 +274,14 @@ class ShardWriter:
         self.path = Path(path)
         self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
         self.row_group_size = row_group_size
-        self._writer = pq.ParquetWriter(str(self.tmp_path), RECORD_SCHEMA, compression="none")
+        # frames are already JPEG: no compression, no dictionary attempt and no min/max statistics on the big columns
+        self._writer = pq.ParquetWriter(
+            str(self.tmp_path),
+            RECORD_SCHEMA,
+            compression="none",
+            use_dictionary=["dataset"],
+            write_statistics=["dataset", "video_id", "chunk", "num_instances"],
+        )
         self._buffer: list[dict[str, Any]] = []
         self.records = 0
 
@@ -260,6 +290,13 @@ class ShardWriter:
         self.records += 1
         if len(self._buffer) >= self.row_group_size:
             self._flush()
+
+    def add_table(self, table: pa.Table) -> None:
+        """Append records already in Arrow form (``RECORD_SCHEMA``), in row groups of at most ``row_group_size``."""
+        self._flush()
+        if table.num_rows:
+            self._writer.write_table(table, row_group_size=self.row_group_size)
+            self.records += table.num_rows
 
     def _flush(self) -> None:
         if self._buffer:

@@ -1,15 +1,21 @@
 """``seqformer prepare``: YouTube-VIS / COCO sources → sharded Parquet clip records + ``manifest.json``.
 
-Plan (driver): read and validate the annotation JSONs, turn them into per-video descriptors, group consecutive
-descriptors into shards of at most ``shard_size`` planned records, and fingerprint each shard (config hash +
-the shard's annotations + size/mtime of each frame file). A shard whose committed file already carries the same
-fingerprint is reused (incremental re-runs, also after a crash: shards are renamed into place only when complete).
+Streaming, so memory stays flat as the dataset grows:
 
-Build: the pending descriptors stream through Ray Data (``ray_data.stream_records``; one video per task item,
-order preserved) or, with ``executor="local"``, through a plain loop; the driver appends the records to the current
-shard's :class:`~seqformer.pipelines.clip_records.ShardWriter` (one row group in memory), commits each shard
-atomically and finally writes the manifest atomically. Files not listed in the manifest are removed at the end;
-readers ignore anything the manifest does not list.
+* Index (driver): each annotation JSON is read once by a streaming parser that validates every element and keeps a
+  compact per-video index of byte ranges into the file (``ytvis.YtvisIndex``, ``coco.CocoIndex``); schema errors
+  fail fast here, before anything is built.
+* Plan (driver): descriptors are re-read one video at a time, grouped into shards of at most ``shard_size`` planned
+  records and, inside a shard, into *windows* of about ``window_frames`` frames. Each descriptor is hashed into its
+  shard's fingerprint (config hash + annotations + size/mtime of each frame file) and appended to a spill file of
+  JSON lines; a window is only its byte range there. A shard whose committed file carries the same fingerprint is
+  reused (incremental re-runs, also after a crash). The driver holds at most one window of descriptors.
+* Build: the executor (Ray Data, ``ray_data.ray_executor``, or the plain loop :func:`local_executor`) turns each
+  window into an Arrow table of records on a worker (read the window's descriptors back, decode and check every
+  frame, resize only frames over ``max_size``, RLE-encode masks) and yields the tables in window order.
+* Write (driver): tables are appended to the current shard's Parquet file under a temporary name; a shard is renamed
+  into place when its last window has arrived, so a crash never leaves a partial shard under a final name. Counts
+  are running totals; ``manifest.json`` is written last, atomically. Files the manifest does not list are removed.
 """
 
 from __future__ import annotations
@@ -18,14 +24,18 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow as pa
+
 from seqformer.pipelines.clip_records import (
     FORMAT_VERSION,
     MANIFEST_NAME,
+    RECORD_SCHEMA,
     ShardWriter,
     SkipVideo,
     build_records,
@@ -33,8 +43,8 @@ from seqformer.pipelines.clip_records import (
     shard_metadata,
     write_json_atomic,
 )
-from seqformer.pipelines.coco import load_coco
-from seqformer.pipelines.ytvis import file_sha256, iter_frame_stats, load_ytvis
+from seqformer.pipelines.coco import CocoIndex
+from seqformer.pipelines.ytvis import YtvisIndex, file_sha256, iter_frame_stats
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +76,10 @@ class PrepareOptions:
     shard_size: int = 256
     """Most clip records per Parquet shard."""
     row_group_size: int = 8
-    """Records per Parquet row group (bounds the writer's memory)."""
+    """Most records per Parquet row group."""
+    window_frames: int = 128
+    """Videos go to the executor in windows of about this many frames (at least one video; never across a shard):
+    the unit of work of one Ray Data task and the most the driver or a worker holds at once."""
 
     def record_hash(self) -> str:
         """Hash of everything that changes record content (not sharding)."""
@@ -75,73 +88,189 @@ class PrepareOptions:
             "max_size": self.max_size,
             "jpeg_quality": self.jpeg_quality,
             "num_frames": self.num_frames,
+            "frame_resize": "jpeg-draft+bilinear",
         }
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
+
+
+WindowResult = tuple[pa.Table, dict[str, Any]]
+"""Records of one window (``RECORD_SCHEMA``) and its outcome: ``videos``, ``records``, ``frames``, ``instances``,
+``category_counts`` and ``skipped`` (``{dataset, video_id, name, reason}`` per skipped video)."""
+
+Executor = Callable[[list[dict[str, Any]]], Iterator[tuple[int, WindowResult]]]
+"""Takes window references (``{"spill", "offset", "size", "videos"}``); yields ``(position, result)`` in input
+order."""
+
+
+def read_window(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The descriptors of one window, read back from the spill file."""
+    with open(item["spill"], "rb") as handle:
+        handle.seek(item["offset"])
+        data = handle.read(item["size"])
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def build_window(item: dict[str, Any], options: PrepareOptions) -> WindowResult:
+    """Records of one window as an Arrow table, plus its outcome (runs on Ray Data workers or in the local loop)."""
+    records: list[dict[str, Any]] = []
+    outcome: dict[str, Any] = {
+        "videos": 0,
+        "records": 0,
+        "frames": 0,
+        "instances": 0,
+        "category_counts": {},
+        "skipped": [],
+    }
+    counts = outcome["category_counts"]
+    for descriptor in read_window(item):
+        try:
+            built = build_records(
+                descriptor, max_size=options.max_size, jpeg_quality=options.jpeg_quality, num_frames=options.num_frames
+            )
+        except SkipVideo as err:
+            outcome["skipped"].append(
+                {
+                    "dataset": descriptor["dataset"],
+                    "video_id": descriptor["video_id"],
+                    "name": descriptor["name"],
+                    "reason": str(err),
+                }
+            )
+            continue
+        outcome["videos"] += 1
+        for record in built:
+            outcome["records"] += 1
+            outcome["frames"] += len(record["frames"])
+            outcome["instances"] += record["num_instances"]
+            for inst in record["instances"]:
+                key = str(inst["category_id"])
+                counts[key] = counts.get(key, 0) + 1
+        records += built
+    return pa.Table.from_pylist(records, schema=RECORD_SCHEMA), outcome
+
+
+def local_executor(options: PrepareOptions) -> Executor:
+    """A plain single-process loop (the baseline of ``benchmarks/prepare.py`` and Ray-free tests)."""
+
+    def run(items: list[dict[str, Any]]) -> Iterator[tuple[int, WindowResult]]:
+        for position, item in enumerate(items):
+            yield position, build_window(item, options)
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Planning: stream descriptors into shards and windows
+
+
+class _Spill:
+    """Append-only JSON-lines file of the descriptors still to build; a window is a byte range of it."""
+
+    def __init__(self, folder: Path) -> None:
+        # absolute: workers (other processes, maybe other working directories) read windows from it
+        self.path = folder.resolve() / f".descriptors.tmp-{uuid.uuid4().hex[:8]}.jsonl"
+        self._handle = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._offset = 0
+
+    def window(self, lines: list[bytes]) -> dict[str, Any]:
+        data = b"\n".join(lines)
+        self._handle.write(data)
+        item = {"spill": str(self.path), "offset": self._offset, "size": len(data), "videos": len(lines)}
+        self._offset += len(data)
+        return item
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def remove(self) -> None:
+        self._handle.close()
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass
 class _ShardPlan:
     dataset: str
     index: int
-    descriptors: list[dict[str, Any]]
+    windows: list[dict[str, Any]]
     fingerprint: str
     file: str
     meta: dict[str, Any] | None = None
     reused: bool = False
 
 
-@dataclass
-class _ShardStats:
-    records: int = 0
-    frames: int = 0
-    instances: int = 0
-    videos: int = 0
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    category_counts: dict[str, int] = field(default_factory=dict)
+class _Planner:
+    """Groups a stream of descriptors into shard plans; holds at most one window of descriptors (as JSON lines)."""
 
-    def add(self, record: dict[str, Any]) -> None:
-        self.records += 1
-        self.frames += len(record["frames"])
-        self.instances += record["num_instances"]
-        for inst in record["instances"]:
-            key = str(inst["category_id"])
-            self.category_counts[key] = self.category_counts.get(key, 0) + 1
+    def __init__(self, dataset: str, options: PrepareOptions, out: Path, spill: _Spill) -> None:
+        self.dataset, self.options, self.out, self.spill = dataset, options, out, spill
+        self.plans: list[_ShardPlan] = []
+        self._reset()
 
+    def _reset(self) -> None:
+        self._digest = hashlib.sha256(self.options.record_hash().encode())
+        self._planned = 0
+        self._windows: list[dict[str, Any]] = []
+        self._lines: list[bytes] = []
+        self._frames = 0
+        self._videos = 0
 
-Executor = Callable[[list[str]], Iterator[tuple[int, list[dict[str, Any]] | str]]]
-"""Takes descriptors as JSON strings; yields ``(position, records or skip reason)`` in input order."""
+    def add(self, descriptor: dict[str, Any]) -> None:
+        planned = planned_records(descriptor, self.options.num_frames)
+        if self._videos and self._planned + planned > self.options.shard_size:
+            self.close_shard()
+        line = json.dumps(descriptor, sort_keys=True).encode()
+        self._digest.update(line)
+        self._digest.update(json.dumps(list(iter_frame_stats(descriptor))).encode())
+        frames = len(descriptor["file_names"])
+        if self._lines and self._frames + frames > self.options.window_frames:
+            self._close_window()
+        self._lines.append(line)
+        self._frames += frames
+        self._planned += planned
+        self._videos += 1
 
+    def _close_window(self) -> None:
+        if self._lines:
+            self._windows.append(self.spill.window(self._lines))
+            self._lines, self._frames = [], 0
 
-def build_item(descriptor_json: str, options: PrepareOptions) -> list[dict[str, Any]] | str:
-    """Records of one descriptor, or the skip reason (runs on Ray Data workers or in the local loop)."""
-    descriptor = json.loads(descriptor_json)
-    try:
-        return build_records(
-            descriptor, max_size=options.max_size, jpeg_quality=options.jpeg_quality, num_frames=options.num_frames
+    def close_shard(self) -> None:
+        if not self._videos:
+            return
+        self._close_window()
+        fingerprint = self._digest.hexdigest()
+        name = f"{self.dataset}-{len(self.plans):05d}-{fingerprint[:16]}.parquet"
+        path = self.out / name
+        meta = shard_metadata(path) if path.is_file() else None
+        reused = meta is not None and meta.get("fingerprint") == fingerprint
+        if reused:
+            meta["bytes"] = path.stat().st_size
+        self.plans.append(
+            _ShardPlan(
+                self.dataset,
+                len(self.plans),
+                [] if reused else self._windows,
+                fingerprint,
+                name,
+                meta if reused else None,
+                reused,
+            )
         )
-    except SkipVideo as err:
-        return str(err)
+        self._reset()
 
 
-def local_executor(options: PrepareOptions) -> Executor:
-    """A plain single-process loop (the baseline of ``benchmarks/prepare.py`` and Ray-free tests)."""
-
-    def run(items: list[str]) -> Iterator[tuple[int, list[dict[str, Any]] | str]]:
-        for position, item in enumerate(items):
-            yield position, build_item(item, options)
-
-    return run
-
-
-def _load_source(
-    source: Source,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+def _index_source(source: Source) -> tuple[YtvisIndex | CocoIndex, dict[str, Any]]:
     if source.dataset == "ytvis":
-        descriptors, skipped, categories = load_ytvis(source.annotations, source.root, dataset="ytvis")
-        filtered: dict[str, int] = {}
+        index: YtvisIndex | CocoIndex = YtvisIndex.build(source.annotations, source.root, dataset="ytvis")
+        items, filtered = len(index), {}
     elif source.dataset == "coco":
-        descriptors, filtered = load_coco(source.annotations, source.root, category_map=source.category_map)
-        skipped, categories = [], []
+        index = CocoIndex.build(source.annotations, source.root, category_map=source.category_map)
+        filtered = index.filtered()
+        items = len(index.image_ids) - sum(filtered.values())
+        logger.info("%s: %d images kept as pseudo-clip sources, filtered: %s", source.annotations, items, filtered)
     else:
         raise ValueError(f"Source.dataset must be 'ytvis' or 'coco', got {source.dataset!r}")
     info = {
@@ -149,83 +278,94 @@ def _load_source(
         "annotations": str(source.annotations),
         "root": str(source.root),
         "annotations_sha256": file_sha256(source.annotations),
-        "items": len(descriptors),
+        "items": items,
         "filtered": filtered,
     }
-    return descriptors, skipped, categories, info
+    return index, info
 
 
-def _plan_shards(
-    dataset: str, descriptors: list[dict[str, Any]], options: PrepareOptions, out: Path
-) -> list[_ShardPlan]:
-    groups: list[list[dict[str, Any]]] = []
-    count = 0
-    for desc in descriptors:
-        planned = planned_records(desc, options.num_frames)
-        if not groups or count + planned > options.shard_size:
-            groups.append([])
-            count = 0
-        groups[-1].append(desc)
-        count += planned
-    plans = []
-    for index, group in enumerate(groups):
-        digest = hashlib.sha256(options.record_hash().encode())
-        for desc in group:
-            digest.update(json.dumps(desc, sort_keys=True).encode())
-            digest.update(json.dumps(list(iter_frame_stats(desc))).encode())
-        fingerprint = digest.hexdigest()
-        name = f"{dataset}-{index:05d}-{fingerprint[:16]}.parquet"
-        meta = shard_metadata(out / name) if (out / name).is_file() else None
-        reused = meta is not None and meta.get("fingerprint") == fingerprint
-        if meta is not None and reused:
-            meta["bytes"] = (out / name).stat().st_size
-        plans.append(_ShardPlan(dataset, index, group, fingerprint, name, meta if reused else None, reused))
-    return plans
+# ---------------------------------------------------------------------------------------------------------------
+# Building and writing
 
 
-def _write_pending(pending: list[_ShardPlan], executor: Executor, options: PrepareOptions, out: Path) -> None:
-    """Stream the pending shards' descriptors through the executor and commit one shard at a time."""
-    owners = [(plan, desc) for plan in pending for desc in plan.descriptors]
-    results = executor([json.dumps(desc) for _, desc in owners])
-    current: tuple[_ShardPlan, ShardWriter, _ShardStats] | None = None
+@dataclass
+class _Totals:
+    """Running totals of the manifest (reused shards from their footers, built shards as they are committed)."""
+
+    records_by_dataset: dict[str, int] = field(default_factory=dict)
+    videos: int = 0
+    frames: int = 0
+    instances: int = 0
+    category_counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, dataset: str, meta: dict[str, Any]) -> None:
+        self.records_by_dataset[dataset] = self.records_by_dataset.get(dataset, 0) + meta["records"]
+        self.videos += meta["videos"]
+        self.frames += meta["frames"]
+        self.instances += meta["instances"]
+        for key, value in meta["category_counts"].items():
+            self.category_counts[key] = self.category_counts.get(key, 0) + value
+
+
+class _OpenShard:
+    def __init__(self, plan: _ShardPlan, out: Path, options: PrepareOptions) -> None:
+        self.plan = plan
+        self.writer = ShardWriter(out / plan.file, row_group_size=options.row_group_size)
+        self.meta: dict[str, Any] = {
+            "fingerprint": plan.fingerprint,
+            "dataset": plan.dataset,
+            "records": 0,
+            "frames": 0,
+            "instances": 0,
+            "videos": 0,
+            "skipped": [],
+            "category_counts": {},
+        }
+
+    def add(self, table: pa.Table, outcome: dict[str, Any]) -> None:
+        self.writer.add_table(table)
+        meta = self.meta
+        for key in ("records", "frames", "instances", "videos"):
+            meta[key] += outcome[key]
+        for key, value in outcome["category_counts"].items():
+            meta["category_counts"][key] = meta["category_counts"].get(key, 0) + value
+        for skip in outcome["skipped"]:
+            logger.warning(
+                "skipping %s video %s (%s): %s", skip["dataset"], skip["video_id"], skip["name"], skip["reason"]
+            )
+            meta["skipped"].append({"dataset": skip["dataset"], "video_id": skip["video_id"], "reason": skip["reason"]})
+
+    def commit(self) -> dict[str, Any]:
+        self.meta["bytes"] = self.writer.commit(self.meta)
+        self.plan.meta = self.meta
+        logger.info(
+            "shard %s: %d records (%d skipped)", self.plan.file, self.meta["records"], len(self.meta["skipped"])
+        )
+        return self.meta
+
+
+def _write_pending(
+    pending: list[_ShardPlan], executor: Executor, options: PrepareOptions, out: Path, totals: _Totals
+) -> None:
+    """Stream the pending shards' windows through the executor; commit each shard when its last window arrived."""
+    owners = [(plan, k == len(plan.windows) - 1) for plan in pending for k in range(len(plan.windows))]
+    items = [item for plan in pending for item in plan.windows]
+    current: _OpenShard | None = None
     try:
-        for position, result in results:
-            plan, desc = owners[position]
-            if current is None or current[0] is not plan:
-                if current is not None:
-                    _commit(*current)
-                current = (plan, ShardWriter(out / plan.file, row_group_size=options.row_group_size), _ShardStats())
-            _, writer, stats = current
-            if isinstance(result, str):
-                logger.warning("skipping %s video %s (%s): %s", desc["dataset"], desc["video_id"], desc["name"], result)
-                stats.skipped.append({"dataset": desc["dataset"], "video_id": desc["video_id"], "reason": result})
-                continue
-            stats.videos += 1
-            for record in result:
-                writer.add(record)
-                stats.add(record)
-        if current is not None:
-            _commit(*current)
-            current = None
+        for position, (table, outcome) in executor(items):
+            plan, last = owners[position]
+            if current is None:
+                current = _OpenShard(plan, out, options)
+            assert current.plan is plan, "executor results out of order"
+            current.add(table, outcome)
+            del table
+            if last:
+                totals.add(plan.dataset, current.commit())
+                current = None
+        assert current is None, "executor stopped before the last window"
     finally:
         if current is not None:
-            current[1].abort()
-
-
-def _commit(plan: _ShardPlan, writer: ShardWriter, stats: _ShardStats) -> None:
-    meta = {
-        "fingerprint": plan.fingerprint,
-        "dataset": plan.dataset,
-        "records": stats.records,
-        "frames": stats.frames,
-        "instances": stats.instances,
-        "videos": stats.videos,
-        "skipped": stats.skipped,
-        "category_counts": stats.category_counts,
-    }
-    meta["bytes"] = writer.commit(meta)
-    plan.meta = meta
-    logger.info("shard %s: %d records (%d skipped)", plan.file, stats.records, len(stats.skipped))
+            current.writer.abort()
 
 
 def prepare(
@@ -241,32 +381,56 @@ def prepare(
         sources: YouTube-VIS and/or COCO inputs.
         output_dir: folder for the shards and ``manifest.json`` (created).
         options: record and shard settings.
-        executor: how descriptors are turned into records; default :func:`local_executor`. The CLI passes
-            ``ray_data.ray_executor(options)``.
+        executor: how windows of descriptors are turned into records; default :func:`local_executor`. The CLI
+            passes ``ray_data.ray_executor(options)``.
 
     Raises:
         FileNotFoundError: an annotation file is missing.
         AnnotationSchemaError: an annotation file is malformed (names the field path).
     """
-    if options.shard_size < 1 or options.max_size < 1 or (options.num_frames is not None and options.num_frames < 1):
-        raise ValueError(f"invalid prepare options {options}: shard_size, max_size and num_frames must be >= 1")
+    if (
+        options.shard_size < 1
+        or options.max_size < 1
+        or options.window_frames < 1
+        or (options.num_frames is not None and options.num_frames < 1)
+    ):
+        raise ValueError(
+            f"invalid prepare options {options}: shard_size, max_size, window_frames and num_frames must be >= 1"
+        )
     start = time.perf_counter()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp-*"):  # left by a crashed run; never read
         stale.unlink()
-    plans, skipped, categories, infos = [], [], [], []
-    for source in sources:
-        descriptors, source_skipped, source_categories, info = _load_source(source)
-        plans += _plan_shards(source.dataset, descriptors, options, out)
-        skipped += source_skipped
-        categories += [c for c in source_categories if c not in categories]
-        infos.append(info)
-    pending = [p for p in plans if not p.reused]
-    logger.info("%d shards planned, %d reused, %d to build", len(plans), len(plans) - len(pending), len(pending))
-    if pending:
-        _write_pending(pending, executor or local_executor(options), options, out)
-    manifest = _manifest(plans, skipped, categories, infos, options, time.perf_counter() - start)
+    indexed = [(source, *_index_source(source)) for source in sources]  # every schema error before any work
+    skipped: list[dict[str, Any]] = []
+    categories: list[dict[str, Any]] = []
+    plans: list[_ShardPlan] = []
+    totals = _Totals()
+    spill = _Spill(out)
+    try:
+        for source, index, _ in indexed:
+            planner = _Planner(source.dataset, options, out, spill)
+            for descriptor in index.iter_descriptors():
+                planner.add(descriptor)
+            planner.close_shard()
+            plans += planner.plans
+            if isinstance(index, YtvisIndex):
+                skipped += index.unlisted_skips()
+                categories += [c for c in index.categories if c not in categories]
+        spill.flush()
+        pending = [p for p in plans if not p.reused]
+        for plan in plans:
+            if plan.reused:
+                totals.add(plan.dataset, plan.meta)
+        logger.info("%d shards planned, %d reused, %d to build", len(plans), len(plans) - len(pending), len(pending))
+        if pending:
+            _write_pending(pending, executor or local_executor(options), options, out, totals)
+    finally:
+        spill.remove()
+    for plan in plans:
+        skipped += plan.meta["skipped"]
+    manifest = _manifest(plans, skipped, categories, [info for _, _, info in indexed], totals, options, start)
     listed = {p.file for p in plans}
     for path in out.glob("*.parquet"):
         if path.name not in listed:
@@ -287,28 +451,22 @@ def _manifest(
     skipped: list[dict[str, Any]],
     categories: list[dict[str, Any]],
     infos: list[dict[str, Any]],
+    totals: _Totals,
     options: PrepareOptions,
-    elapsed: float,
+    start: float,
 ) -> dict[str, Any]:
-    metas = [p.meta or {} for p in plans]
-    by_dataset: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    for plan, meta in zip(plans, metas):
-        by_dataset[plan.dataset] = by_dataset.get(plan.dataset, 0) + meta["records"]
-        for key, value in meta["category_counts"].items():
-            counts[key] = counts.get(key, 0) + value
-        skipped = skipped + meta["skipped"]
+    counts = totals.category_counts
     return {
         "format_version": FORMAT_VERSION,
         "complete": True,
         "created_unix": time.time(),
         "config_hash": options.record_hash(),
         "options": asdict(options),
-        "records": sum(m["records"] for m in metas),
-        "records_by_dataset": by_dataset,
-        "videos": sum(m["videos"] for m in metas),
-        "frames": sum(m["frames"] for m in metas),
-        "instances": sum(m["instances"] for m in metas),
+        "records": sum(totals.records_by_dataset.values()),
+        "records_by_dataset": totals.records_by_dataset,
+        "videos": totals.videos,
+        "frames": totals.frames,
+        "instances": totals.instances,
         "categories": [{**c, "instances": counts.get(str(c["id"]), 0)} for c in categories],
         "instances_per_category": counts,
         "skipped": skipped,
@@ -317,12 +475,12 @@ def _manifest(
             {
                 "file": p.file,
                 "dataset": p.dataset,
-                "records": m["records"],
-                "bytes": m["bytes"],
+                "records": p.meta["records"],
+                "bytes": p.meta["bytes"],
                 "fingerprint": p.fingerprint,
                 "reused": p.reused,
             }
-            for p, m in zip(plans, metas)
+            for p in plans
         ],
-        "elapsed_s": round(elapsed, 3),
+        "elapsed_s": round(time.perf_counter() - start, 3),
     }

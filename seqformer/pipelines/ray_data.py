@@ -1,9 +1,9 @@
 """Ray Data wiring (the only pipelines module that imports Ray): the prepare executor and the training dataset.
 
-* :func:`ray_executor` streams video descriptors through ``ray.data.from_items(...).flat_map(build)`` with the
-  order preserved, so the driver can append records to the current shard as they arrive while decoding runs on
-  every CPU of the cluster. Blocks are small (a few videos), so memory stays bounded by Ray's streaming
-  back-pressure, not by the dataset size.
+* :func:`ray_executor` streams windows of videos (references into prepare's spill file) through
+  ``ray.data.from_items(...).map(build)`` with the order preserved, so the driver appends each window's records to
+  the current shard as they arrive while decoding runs on every CPU of the cluster. A window is a bounded number of
+  frames and the bytes in flight are capped, so memory does not grow with the dataset.
 * :func:`training_dataset` reads the shards a manifest lists into a ``ray.data.Dataset`` of records; the driver hands
   it to ``TorchTrainer(datasets={"train": ds})`` so Ray splits it across workers. Deterministic decoding happened in
   ``prepare``; random clip sampling and augmentation run per worker after reading (``collate.iter_clip_batches``).
@@ -11,20 +11,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import ray.data
 
 from seqformer.pipelines.clip_records import shard_paths
-from seqformer.pipelines.prepare import Executor, PrepareOptions, build_item
+from seqformer.pipelines.prepare import Executor, PrepareOptions, WindowResult, build_window
 
 logger = logging.getLogger(__name__)
 
@@ -56,32 +57,47 @@ def _quiet_data_context(preserve_order: bool) -> None:
     ctx.enable_progress_bars = False
 
 
-def ray_executor(options: PrepareOptions, *, max_videos_per_block: int = 16, blocks_per_cpu: int = 4) -> Executor:
-    """A prepare executor that builds records on Ray Data workers (one CPU per task), yielding in input order.
+def ray_executor(options: PrepareOptions, *, max_in_flight_mib: int | None = None) -> Executor:
+    """A prepare executor that builds records on Ray Data workers (one window per task), yielding in input order.
+
+    The input is the list of window references (a few integers each; the descriptors stay in the spill file until
+    a worker reads them). Each task returns its window's records as one Arrow IPC stream, so the driver only maps the
+    buffer and appends it to the Parquet shard: no Python objects per record in the driver.
 
     Args:
-        options: record settings passed to ``prepare.build_item``.
-        max_videos_per_block: most descriptors per Ray Data block (a block's records are in memory at once).
-        blocks_per_cpu: at least this many blocks per cluster CPU (load balance); fewer, larger blocks amortise
-            Ray's per-task overhead.
+        options: record settings passed to ``prepare.build_window``.
+        max_in_flight_mib: cap on the object-store bytes Ray Data may hold for this job (finished windows waiting
+            for the driver plus inputs). Default: 64 MiB per cluster CPU, at least 128 MiB. This is what keeps the
+            memory flat when the workers outpace the driver: without it, finished windows could pile up to Ray
+            Data's default budget (a fraction of the whole object store).
     """
 
-    def build(row: dict[str, Any]) -> list[dict[str, Any]]:
-        result = build_item(row["descriptor"], options)
-        # records carry nested lists of bytes and nullable strings; pickling keeps Arrow type inference out of it
-        return [{"position": row["position"], "payload": pickle.dumps(result, protocol=5)}]
+    def build(row: dict[str, Any]) -> dict[str, Any]:
+        table, outcome = build_window(row["item"], options)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return {"position": row["position"], "outcome": json.dumps(outcome), "records": sink.getvalue().to_pybytes()}
 
-    def run(items: list[str]) -> Iterator[tuple[int, list[dict[str, Any]] | str]]:
+    def run(items: list[dict[str, Any]]) -> Iterator[tuple[int, WindowResult]]:
         if not items:
             return
-        _quiet_data_context(preserve_order=True)
-        rows = [{"position": i, "descriptor": d} for i, d in enumerate(items)]
+        ctx = ray.data.DataContext.get_current()
+        saved = (ctx.execution_options.preserve_order, ctx.execution_options.resource_limits, ctx.enable_progress_bars)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        per_block = max(1, min(max_videos_per_block, len(rows) // (blocks_per_cpu * cpus)))
-        blocks = -(-len(rows) // per_block)
-        dataset = ray.data.from_items(rows, override_num_blocks=blocks).flat_map(build, num_cpus=1)
-        for row in dataset.iter_rows():
-            yield int(row["position"]), pickle.loads(row["payload"])  # noqa: S301 - our own workers' output
+        cap = (max_in_flight_mib or max(128, 64 * cpus)) * 2**20
+        try:
+            ctx.execution_options.preserve_order = True
+            ctx.execution_options.resource_limits = ray.data.ExecutionResources(object_store_memory=cap)
+            ctx.enable_progress_bars = False
+            rows = [{"position": i, "item": item} for i, item in enumerate(items)]
+            dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map(build, num_cpus=1)
+            for row in dataset.iter_rows():
+                table = pa.ipc.open_stream(pa.py_buffer(row["records"])).read_all()
+                yield int(row["position"]), (table, json.loads(row["outcome"]))
+        finally:
+            ctx.execution_options.preserve_order, ctx.execution_options.resource_limits = saved[:2]
+            ctx.enable_progress_bars = saved[2]
 
     return run
 

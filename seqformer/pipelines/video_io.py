@@ -58,22 +58,34 @@ def storage_size(height: int, width: int, max_size: int) -> tuple[int, int]:
 
 
 def prepare_frame(data: bytes, max_size: int, quality: int, name: str = "<bytes>") -> tuple[bytes, int, int, int, int]:
-    """Decode a frame (validating it) and return the bytes to store.
+    """Decode a frame (validating it) and return the bytes to store, decoding it once and no more than needed.
 
-    The original bytes are kept when the frame already fits in ``max_size`` (no re-encode); otherwise the frame is
-    resized (PIL bilinear, antialiased) so its longer side is ``max_size`` and re-encoded as JPEG.
+    A frame that already fits in ``max_size`` is decoded only to prove it is complete and its original bytes are
+    kept (no mode conversion, no re-encode). A larger frame is resized (PIL bilinear, antialiased) so its longer side
+    is ``max_size`` and re-encoded as JPEG; a JPEG is first decoded at a reduced DCT scale (PIL draft mode: 1/2, 1/4,
+    1/8 of the size, never below the target), which cuts the decode and resize work for large downscales. Draft mode
+    still reads every entropy-coded byte, so truncated files are caught as before.
 
     Returns:
-        ``(stored_bytes, height, width, stored_height, stored_width)``; height/width are the decoded original size.
+        ``(stored_bytes, height, width, stored_height, stored_width)``; height/width are the original size.
 
     Raises:
         CorruptFrameError: the frame cannot be decoded.
     """
-    image = decode_image(data, name)
-    width, height = image.size
-    stored_h, stored_w = storage_size(height, width, max_size)
-    if (stored_h, stored_w) == (height, width):
-        return data, height, width, height, width
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        stored_h, stored_w = storage_size(height, width, max_size)
+        if (stored_h, stored_w) == (height, width):
+            image.load()  # full decode: truncated JPEGs fail here, not on open
+            return data, height, width, height, width
+        if image.format == "JPEG":
+            image.draft("RGB", (stored_w, stored_h))
+        image.load()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise CorruptFrameError(f"{name}: cannot decode image ({err})") from None
+    if image.mode != "RGB":
+        image = image.convert("RGB")
     resized = image.resize((stored_w, stored_h), Image.BILINEAR)
     return encode_jpeg(resized, quality), height, width, stored_h, stored_w
 

@@ -13,12 +13,16 @@ A *descriptor* is the JSON-serialisable description of one video that the record
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+import re
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 logger = logging.getLogger(__name__)
 
@@ -75,47 +79,66 @@ def _check_box(source: str, path: str, value: Any) -> None:
         _fail(source, path, "[x, y, w, h] numbers or null", value)
 
 
+def validate_category(source: str, i: int, category: Any) -> None:
+    """Check ``categories[i]``."""
+    if not isinstance(category, dict):
+        _fail(source, f"categories[{i}]", "an object", category)
+    _check_int(source, f"categories[{i}].id", category.get("id"))
+
+
+def validate_video(source: str, i: int, video: Any) -> None:
+    """Check ``videos[i]``."""
+    if not isinstance(video, dict):
+        _fail(source, f"videos[{i}]", "an object", video)
+    for key in ("id", "height", "width"):
+        _check_int(source, f"videos[{i}].{key}", video.get(key))
+    _check_list(source, f"videos[{i}].file_names", video.get("file_names"))
+    for j, name in enumerate(video["file_names"]):
+        if not isinstance(name, str):
+            _fail(source, f"videos[{i}].file_names[{j}]", "a string", name)
+    if "length" in video:
+        _check_int(source, f"videos[{i}].length", video["length"])
+
+
+def validate_annotation(source: str, i: int, ann: Any) -> None:
+    """Check ``annotations[i]`` of a YouTube-VIS file."""
+    if not isinstance(ann, dict):
+        _fail(source, f"annotations[{i}]", "an object", ann)
+    for key in ("video_id", "category_id"):
+        _check_int(source, f"annotations[{i}].{key}", ann.get(key))
+    _check_list(source, f"annotations[{i}].segmentations", ann.get("segmentations"))
+    for j, seg in enumerate(ann["segmentations"]):
+        check_segmentation(source, f"annotations[{i}].segmentations[{j}]", seg)
+    if ann.get("bboxes") is not None:
+        _check_list(source, f"annotations[{i}].bboxes", ann["bboxes"])
+        for j, box in enumerate(ann["bboxes"]):
+            _check_box(source, f"annotations[{i}].bboxes[{j}]", box)
+
+
+def _check_top_level(data: Any, source: str, keys: tuple[str, ...], fmt: str) -> None:
+    if not isinstance(data, dict):
+        _fail(source, "<top level>", f"a JSON object with {', '.join(repr(k) for k in keys)}", type(data).__name__)
+    for key in keys:
+        if key not in data:
+            raise AnnotationSchemaError(f"{source}: missing top-level key '{key}' ({fmt} instances format)")
+        _check_list(source, key, data[key])
+
+
 def validate_ytvis(data: Any, source: str) -> None:
-    """Check the structure of a YouTube-VIS instances JSON.
+    """Check the structure of a (fully loaded) YouTube-VIS instances JSON.
 
     Raises:
         AnnotationSchemaError: naming the first bad field's path, the value and what was expected.
     """
-    if not isinstance(data, dict):
-        _fail(source, "<top level>", "a JSON object with 'videos' and 'categories'", type(data).__name__)
-    for key in ("videos", "categories"):
-        if key not in data:
-            raise AnnotationSchemaError(f"{source}: missing top-level key '{key}' (YouTube-VIS instances format)")
-        _check_list(source, key, data[key])
+    _check_top_level(data, source, ("videos", "categories"), "YouTube-VIS")
     for i, category in enumerate(data["categories"]):
-        if not isinstance(category, dict):
-            _fail(source, f"categories[{i}]", "an object", category)
-        _check_int(source, f"categories[{i}].id", category.get("id"))
+        validate_category(source, i, category)
     for i, video in enumerate(data["videos"]):
-        if not isinstance(video, dict):
-            _fail(source, f"videos[{i}]", "an object", video)
-        for key in ("id", "height", "width"):
-            _check_int(source, f"videos[{i}].{key}", video.get(key))
-        _check_list(source, f"videos[{i}].file_names", video.get("file_names"))
-        for j, name in enumerate(video["file_names"]):
-            if not isinstance(name, str):
-                _fail(source, f"videos[{i}].file_names[{j}]", "a string", name)
-        if "length" in video:
-            _check_int(source, f"videos[{i}].length", video["length"])
+        validate_video(source, i, video)
     annotations = data.get("annotations", [])
     _check_list(source, "annotations", annotations)
     for i, ann in enumerate(annotations):
-        if not isinstance(ann, dict):
-            _fail(source, f"annotations[{i}]", "an object", ann)
-        for key in ("video_id", "category_id"):
-            _check_int(source, f"annotations[{i}].{key}", ann.get(key))
-        _check_list(source, f"annotations[{i}].segmentations", ann.get("segmentations"))
-        for j, seg in enumerate(ann["segmentations"]):
-            check_segmentation(source, f"annotations[{i}].segmentations[{j}]", seg)
-        if ann.get("bboxes") is not None:
-            _check_list(source, f"annotations[{i}].bboxes", ann["bboxes"])
-            for j, box in enumerate(ann["bboxes"]):
-                _check_box(source, f"annotations[{i}].bboxes[{j}]", box)
+        validate_annotation(source, i, ann)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -139,6 +162,151 @@ def load_json(path: str | Path) -> Any:
         raise AnnotationSchemaError(
             f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
         ) from None
+
+
+class _StreamFallback(Exception):
+    """The streaming reader met something it does not handle (invalid JSON, a top level that is not an object)."""
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+class _JsonReader:
+    """Incremental reader over a UTF-8 JSON file: a text window plus the byte offset of its first character."""
+
+    def __init__(self, handle: BinaryIO, chunk: int = 1 << 20) -> None:
+        self.handle, self.chunk = handle, chunk
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.text, self.pos, self.base, self.eof = "", 0, 0, False
+        self.decoder_json = json.JSONDecoder()
+
+    def _more(self, at_least: int) -> bool:
+        """Drop the consumed text and read at least ``at_least`` more bytes; False at the end of the file."""
+        if self.eof:
+            return False
+        consumed = self.text[: self.pos]
+        self.base += len(consumed) if consumed.isascii() else len(consumed.encode("utf-8"))
+        data = self.handle.read(max(self.chunk, at_least))
+        self.text = self.text[self.pos :] + self.decoder.decode(data, final=not data)
+        self.pos = 0
+        self.eof = not data
+        return True
+
+    def byte_offset(self, pos: int) -> int:
+        head = self.text[:pos]
+        return self.base + (len(head) if head.isascii() else len(head.encode("utf-8")))
+
+    def peek(self) -> str:
+        """The next non-whitespace character ('' at the end of the file); does not consume it."""
+        while True:
+            self.pos = _WHITESPACE.match(self.text, self.pos).end()
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self._more(0):
+                return ""
+
+    def expect(self, chars: str) -> str:
+        char = self.peek()
+        if not char or char not in chars:
+            raise _StreamFallback(f"expected one of {chars!r} at byte {self.byte_offset(self.pos)}")
+        self.pos += 1
+        return char
+
+    def value(self) -> tuple[Any, int, int]:
+        """Decode the next JSON value; returns ``(value, start_byte, end_byte)``."""
+        self.peek()
+        want = self.chunk
+        while True:
+            try:
+                value, end = self.decoder_json.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError:
+                end = -1
+            if end != -1 and (self.eof or not _may_continue(value, self.text, end)):
+                break
+            if not self._more(want):
+                if end != -1:
+                    break
+                raise _StreamFallback("invalid JSON value")
+            want *= 2
+        start, stop = self.byte_offset(self.pos), self.byte_offset(end)
+        self.pos = end
+        return value, start, stop
+
+
+def _may_continue(value: Any, text: str, end: int) -> bool:
+    """Whether a decoded number may be the cut-short prefix of a longer one (the text ran out around it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False  # objects, arrays, strings and literals end on a character of their own
+    after = _WHITESPACE.match(text, end).end()
+    return after == len(text) or text[after] in "0123456789.eE+-"
+
+
+def scan_json_object(
+    path: str | Path, streamed: dict[str, Callable[[int, Any, int, int], None]]
+) -> tuple[dict[str, Any], set[str]]:
+    """Read a top-level JSON object, streaming the elements of some array-valued keys one at a time.
+
+    Memory stays bounded by the largest single element (plus the non-streamed values), not by the file size.
+
+    Args:
+        path: the JSON file.
+        streamed: key → ``callback(index, element, start_byte, end_byte)`` called for every element of that key's
+            array, in order; the byte range lets a caller read the element again later (:func:`read_json_range`).
+
+    Returns:
+        ``(others, seen)``: the decoded values of every other top-level key (a streamed key whose value is not an
+        array lands here too), and the streamed keys that were present.
+
+    Raises:
+        FileNotFoundError: no such file.
+        AnnotationSchemaError: the file is not valid JSON, or not an object at the top level (from
+            :func:`load_json` and the caller's validator, which then see the whole file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    others: dict[str, Any] = {}
+    seen: set[str] = set()
+    with open(path, "rb") as handle:
+        reader = _JsonReader(handle)
+        try:
+            reader.expect("{")
+            if reader.peek() == "}":
+                reader.pos += 1
+            else:
+                while True:
+                    key, _, _ = reader.value()
+                    if not isinstance(key, str):
+                        raise _StreamFallback("object key is not a string")
+                    reader.expect(":")
+                    if key in streamed and reader.peek() == "[":
+                        seen.add(key)
+                        reader.pos += 1
+                        if reader.peek() == "]":
+                            reader.pos += 1
+                        else:
+                            index = 0
+                            while True:
+                                element, start, stop = reader.value()
+                                streamed[key](index, element, start, stop)
+                                index += 1
+                                if reader.expect(",]") == "]":
+                                    break
+                    else:
+                        others[key] = reader.value()[0]
+                    if reader.expect(",}") == "}":
+                        break
+            if reader.peek() != "":
+                raise _StreamFallback("extra data after the top-level object")
+        except _StreamFallback:
+            return {"__fallback__": load_json(path)}, set()
+    return others, seen
+
+
+def read_json_range(handle: BinaryIO, start: int, stop: int) -> Any:
+    """Decode the JSON value stored at bytes ``[start, stop)`` of an open file."""
+    handle.seek(start)
+    return json.loads(handle.read(stop - start))
 
 
 def frame_dir(root: str | Path) -> Path:
@@ -250,10 +418,99 @@ def _json_problem(
     return None
 
 
+@dataclass
+class YtvisIndex:
+    """A validated YouTube-VIS instances JSON as a compact per-video index into the file.
+
+    Built by one streaming pass (:meth:`build`) that validates every element; only byte ranges are kept (three
+    integers per video and two per annotation), so the driver's memory does not grow with the annotations' size.
+    :meth:`iter_descriptors` re-reads one video's elements at a time.
+    """
+
+    path: Path
+    root: Path
+    dataset: str
+    categories: list[dict[str, Any]]
+    video_ids: list[int] = field(default_factory=list)
+    video_ranges: array = field(default_factory=lambda: array("q"))
+    annotation_ranges: dict[int, array] = field(default_factory=dict)
+    num_annotations: int = 0
+
+    @classmethod
+    def build(cls, annotations: str | Path, root: str | Path, *, dataset: str = "ytvis") -> YtvisIndex:
+        """Stream-validate the JSON and index it.
+
+        Raises:
+            FileNotFoundError: the JSON is missing.
+            AnnotationSchemaError: the JSON is malformed (names the field path).
+        """
+        source = str(annotations)
+        index = cls(Path(annotations), frame_dir(root), dataset, [])
+
+        def on_video(i: int, video: Any, start: int, stop: int) -> None:
+            validate_video(source, i, video)
+            index.video_ids.append(video["id"])
+            index.video_ranges.extend((start, stop))
+
+        def on_annotation(i: int, ann: Any, start: int, stop: int) -> None:
+            validate_annotation(source, i, ann)
+            index.annotation_ranges.setdefault(ann["video_id"], array("q")).extend((start, stop))
+            index.num_annotations += 1
+
+        others, seen = scan_json_object(annotations, {"videos": on_video, "annotations": on_annotation})
+        if "__fallback__" in others:
+            validate_ytvis(others["__fallback__"], source)
+            raise AnnotationSchemaError(f"{source}: could not be read as a stream of YouTube-VIS elements")
+        for key in seen:
+            others[key] = []  # streamed and validated already; an empty list passes the top-level checks
+        _check_top_level(others, source, ("videos", "categories"), "YouTube-VIS")
+        if "annotations" in others:
+            _check_list(source, "annotations", others["annotations"])
+        for i, category in enumerate(others["categories"]):
+            validate_category(source, i, category)
+        index.categories = [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in others["categories"]]
+        logger.info(
+            "%s: %d videos, %d annotations, %d categories",
+            annotations,
+            len(index.video_ids),
+            index.num_annotations,
+            len(index.categories),
+        )
+        return index
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def unlisted_skips(self) -> list[dict[str, Any]]:
+        """``{dataset, video_id, reason}`` for annotations whose video is not in ``videos``."""
+        listed = set(self.video_ids)
+        return [
+            {
+                "dataset": self.dataset,
+                "video_id": vid,
+                "reason": f"{len(ranges) // 2} annotation(s) point at video id {vid}, which is not in 'videos'",
+            }
+            for vid, ranges in sorted(self.annotation_ranges.items())
+            if vid not in listed
+        ]
+
+    def iter_descriptors(self) -> Iterator[dict[str, Any]]:
+        """Per-video descriptors in the JSON's video order, one video read from the file at a time."""
+        category_ids = {c["id"] for c in self.categories}
+        with open(self.path, "rb") as handle:
+            for k, vid in enumerate(self.video_ids):
+                video = read_json_range(handle, self.video_ranges[2 * k], self.video_ranges[2 * k + 1])
+                ranges = self.annotation_ranges.get(vid, ())
+                anns = [read_json_range(handle, ranges[j], ranges[j + 1]) for j in range(0, len(ranges), 2)]
+                yield _descriptor(video, anns, self.root, category_ids, self.dataset)
+
+
 def load_ytvis(
     annotations: str | Path, root: str | Path, *, dataset: str = "ytvis"
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Read and validate a YouTube-VIS instances JSON.
+    """Read and validate a YouTube-VIS instances JSON into a list of every descriptor (small data, tests).
+
+    ``prepare`` streams :class:`YtvisIndex` instead, which never holds more than one video.
 
     Returns:
         ``(descriptors, skipped, categories)``; see :func:`video_descriptors`. ``categories`` is the JSON's list of
@@ -263,18 +520,8 @@ def load_ytvis(
         FileNotFoundError: the JSON is missing.
         AnnotationSchemaError: the JSON is malformed (names the field path).
     """
-    data = load_json(annotations)
-    validate_ytvis(data, str(annotations))
-    descriptors, skipped = video_descriptors(data, root, dataset=dataset)
-    categories = [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in data["categories"]]
-    logger.info(
-        "%s: %d videos, %d annotations, %d categories",
-        annotations,
-        len(descriptors),
-        len(data.get("annotations", [])),
-        len(categories),
-    )
-    return descriptors, skipped, categories
+    index = YtvisIndex.build(annotations, root, dataset=dataset)
+    return list(index.iter_descriptors()), index.unlisted_skips(), index.categories
 
 
 def iter_frame_stats(descriptor: dict[str, Any]) -> Iterator[list[int] | None]:

@@ -112,12 +112,12 @@ def test_rerun_is_incremental(ytvis_copy, tmp_path: Path) -> None:
 def test_crash_midway_leaves_no_partial_shard_and_rerun_resumes(synthetic_source, tmp_path: Path) -> None:
     root, annotations = synthetic_source
     out = tmp_path / "out"
-    options = PrepareOptions(shard_size=2)
+    options = PrepareOptions(shard_size=2, window_frames=1)  # one video per window
     inner = local_executor(options)
 
     def crashing(items):
         for position, result in inner(items):
-            if position == 3:  # inside the second shard
+            if position == 3:  # the second window of the second shard: its first window is already written
                 raise RuntimeError("worker died")
             yield position, result
 
