@@ -17,6 +17,7 @@ import numpy as np
 from pycocotools import _mask as coco_mask
 
 from seqformer.pipelines.evaluation import rle as rle_utils
+from seqformer.pipelines.evaluation._extension import load
 from seqformer.pipelines.evaluation.frames import FrameTable, build_table
 from seqformer.pipelines.evaluation.io import Problems
 
@@ -42,7 +43,8 @@ class GtTrack:
         crowd: ``int(iscrowd)`` is non-zero: the track may absorb any number of predictions.
         ignore: ``iscrowd`` is truthy: the track is never counted as a positive.
         avg_area: mean of the non-null, non-zero entries of ``areas`` (0 if none).
-        segs: per frame a compressed RLE dict, or None where the instance is absent.
+        segs: per frame a compressed RLE dict or None (absent), only while the general path parses the track; the
+            masks live in :attr:`GroundTruth.frames`.
         odd_sizes: frame -> (h, w) for frames whose mask size differs from the video's.
         index: the track's owner index in :attr:`GroundTruth.frames`.
     """
@@ -51,7 +53,7 @@ class GtTrack:
     crowd: bool
     ignore: bool
     avg_area: float
-    segs: list[dict[str, Any] | None]
+    segs: list[dict[str, Any] | None] | None = None
     odd_sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
     index: int = -1
 
@@ -127,19 +129,58 @@ def parse_ground_truth(data: Any, problems: Problems | None = None, source: str 
             )
         by_video[ann["video_id"]].append(ann)
     index_of = {id(ann): i for i, ann in enumerate(anns)}
-    parsed: dict[int, GtTrack] = {}
-    tracks: dict[tuple[Any, Any], list[GtTrack]] = defaultdict(list)
+    kept_anns: list[dict[str, Any]] = []  # each kept annotation once, in official order
+    slot: dict[int, int] = {}
+    placed: list[tuple[tuple[Any, Any], int]] = []
     video_ids = sorted(videos)
     for video_id in video_ids:
         for ann in by_video.get(video_id, []):
             if ann["category_id"] not in category_names:
                 continue
             kept = by_id[ann["id"]]  # the official index holds one annotation per id: the last one
-            if id(kept) not in parsed:
-                parsed[id(kept)] = _parse_track(kept, index_of[id(kept)], videos, problems, source)
-            tracks[(kept["video_id"], kept["category_id"])].append(parsed[id(kept)])
-    frames = _frame_table(list(parsed.values()))
+            if id(kept) not in slot:
+                slot[id(kept)] = len(kept_anns)
+                kept_anns.append(kept)
+            placed.append(((kept["video_id"], kept["category_id"]), slot[id(kept)]))
+    parsed, frames = _parse_tracks(kept_anns, [index_of[id(a)] for a in kept_anns], videos, problems, source)
+    tracks: dict[tuple[Any, Any], list[GtTrack]] = defaultdict(list)
+    for key, position in placed:
+        tracks[key].append(parsed[position])
     return GroundTruth(videos, video_ids, category_ids, category_names, dict(tracks), problems.messages, frames)
+
+
+def _parse_tracks(
+    anns: list[dict[str, Any]], indices: list[int], videos: dict[Any, Video], problems: Problems, source: str
+) -> tuple[list[GtTrack], FrameTable]:
+    """The tracks of the kept annotations (track ``k`` is owner ``k`` of the frame table), warnings in track order.
+
+    The common shapes (null frames, RLEs with uncompressed int counts or compressed strings) are read and compressed
+    by one compiled call; a file holding any other shape (polygons, bad values) goes through :func:`_parse_track`,
+    which also words the errors.
+    """
+    encoded = load().encode_tracks([ann["segmentations"] for ann in anns])
+    if isinstance(encoded, int):
+        parsed = [_parse_track(ann, index, videos, problems, source) for ann, index in zip(anns, indices)]
+        return parsed, _frame_table(parsed)
+    columns = [np.frombuffer(b, dtype=np.int64).copy() for b in encoded[1:]]
+    table = FrameTable(encoded[0], *columns)
+    counts = table.frame_counts()
+    owner_videos = [videos.get(ann["video_id"]) for ann in anns]  # None: _track_header raises for it, in order
+    heights = np.repeat([v.height if v else -1 for v in owner_videos], counts)
+    widths = np.repeat([v.width if v else -1 for v in owner_videos], counts)
+    odd = (table.start >= 0) & ((table.height != heights) | (table.width != widths))
+    odd_owners = set((np.searchsorted(table.offsets, np.flatnonzero(odd), side="right") - 1).tolist())
+    parsed = []
+    for owner, (ann, index) in enumerate(zip(anns, indices)):
+        track, where, video = _track_header(ann, index, videos, problems, source)
+        if owner in odd_owners:
+            first = int(table.offsets[owner])
+            frames = np.flatnonzero(odd[first : int(table.offsets[owner + 1])]).tolist()
+            track.odd_sizes = {f: (int(table.height[first + f]), int(table.width[first + f])) for f in frames}
+            _warn_odd_sizes(track, where, video, problems)
+        track.index = owner
+        parsed.append(track)
+    return parsed, table
 
 
 def _parse_videos(entries: list[Any], source: str) -> dict[Any, Video]:
@@ -180,7 +221,10 @@ def _check_annotation(ann: Any, index: int, source: str) -> None:
             )
 
 
-def _parse_track(ann: dict[str, Any], index: int, videos: dict[Any, Video], problems: Problems, source: str) -> GtTrack:
+def _track_header(
+    ann: dict[str, Any], index: int, videos: dict[Any, Video], problems: Problems, source: str
+) -> tuple[GtTrack, str, Video]:
+    """A track without its frames (warnings about iscrowd, id 0 and the frame count; the mean of ``areas``)."""
     where = f"{source}: annotations[{index}] (id={ann['id']!r}, video_id={ann['video_id']!r})"
     video = videos[ann["video_id"]]
     if "iscrowd" not in ann:
@@ -198,24 +242,35 @@ def _parse_track(ann: dict[str, Any], index: int, videos: dict[Any, Video], prob
         avg_area = float(np.array(listed).mean()) if listed else 0.0
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: 'areas' must hold numbers or null, got {ann['areas']!r:.200}") from err
-    track = GtTrack(ann["id"], bool(int(iscrowd)), bool(iscrowd), avg_area, [])
-    uncompressed: list[int] = []
-    for frame, seg in enumerate(ann["segmentations"]):
-        track.segs.append(_checked_rle(seg, video, f"{where} frame {frame}") if seg else None)
-        if seg and isinstance(track.segs[-1]["counts"], list):
-            uncompressed.append(frame)
-        size = (int(track.segs[-1]["size"][0]), int(track.segs[-1]["size"][1])) if seg else None
-        if size is not None and size != (video.height, video.width):
-            track.odd_sizes[frame] = size
-    if uncompressed:  # one C call for all of the track's uncompressed frames, as the official frPyObjects does
-        encoded = coco_mask.frUncompressedRLE([track.segs[f] for f in uncompressed], video.height, video.width)
-        for frame, rle in zip(uncompressed, encoded):
-            track.segs[frame] = {"size": track.segs[frame]["size"], "counts": rle["counts"]}
+    return GtTrack(ann["id"], bool(int(iscrowd)), bool(iscrowd), avg_area), where, video
+
+
+def _warn_odd_sizes(track: GtTrack, where: str, video: Video, problems: Problems) -> None:
     if track.odd_sizes:
         problems.warn(
             f"{where} has masks of size {sorted(set(track.odd_sizes.values()))} in a "
             f"{video.height}x{video.width} video (frames {sorted(track.odd_sizes)[:10]})"
         )
+
+
+def _parse_track(ann: dict[str, Any], index: int, videos: dict[Any, Video], problems: Problems, source: str) -> GtTrack:
+    """One track by the general path: every frame checked (and polygons rasterised) in Python."""
+    track, where, video = _track_header(ann, index, videos, problems, source)
+    segs: list[dict[str, Any] | None] = []
+    uncompressed: list[int] = []
+    for frame, seg in enumerate(ann["segmentations"]):
+        segs.append(_checked_rle(seg, video, f"{where} frame {frame}") if seg else None)
+        if seg and isinstance(segs[-1]["counts"], list):
+            uncompressed.append(frame)
+        size = (int(segs[-1]["size"][0]), int(segs[-1]["size"][1])) if seg else None
+        if size is not None and size != (video.height, video.width):
+            track.odd_sizes[frame] = size
+    if uncompressed:  # one C call for all of the track's uncompressed frames, as the official frPyObjects does
+        encoded = coco_mask.frUncompressedRLE([segs[f] for f in uncompressed], video.height, video.width)
+        for frame, rle in zip(uncompressed, encoded):
+            segs[frame] = {"size": segs[frame]["size"], "counts": rle["counts"]}
+    track.segs = segs
+    _warn_odd_sizes(track, where, video, problems)
     return track
 
 
@@ -251,7 +306,7 @@ def _checked_rle(seg: Any, video: Video, where: str) -> dict[str, Any]:
 
 
 def _frame_table(tracks: list[GtTrack]) -> FrameTable:
-    """The masks of all tracks in one table (track ``k`` is owner ``k``), with areas."""
+    """The masks of tracks parsed by :func:`_parse_track` in one table (track ``k`` is owner ``k``), with areas."""
     for index, track in enumerate(tracks):
         track.index = index
     table = build_table(
@@ -259,4 +314,6 @@ def _frame_table(tracks: list[GtTrack]) -> FrameTable:
     )
     bad = table.compute_areas()
     assert bad is None, f"GT frame {bad} passed the RLE checks but does not decode: {table.invalid_reason(bad)}"
+    for track in tracks:
+        track.segs = None  # the table holds the masks now
     return table

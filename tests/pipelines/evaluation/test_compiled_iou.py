@@ -137,3 +137,48 @@ def test_compiled_reader_equals_the_json_path_and_hands_other_shapes_over(tmp_pa
     gt_path.write_text(json.dumps(gt))
     path.write_text(json.dumps(results))
     assert evaluate_files(gt_path, path)["AP"] >= 0
+
+
+class _GeneralPathOnly:
+    """Stands in for the compiled module: ``encode_tracks`` always hands the file to the general path."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def encode_tracks(self, tracks):
+        return 0
+
+
+def test_compiled_gt_reader_equals_the_general_path(monkeypatch):
+    from seqformer.pipelines.evaluation import ground_truth
+
+    rng = np.random.default_rng(3)
+    masks = [
+        [rng.random((6, 5)) < p if p is not None else None for p in (0.5, None, 0.0, 1.0, 0.3)] for _ in range(3)
+    ]
+    gt = gt_file(
+        [(1, 6, 5, 5), (2, 6, 5, 5)],
+        [1, 2],
+        [{"id": k + 1, "video_id": 1 + k % 2, "category_id": 1 + k // 2, "masks": masks[k]} for k in range(3)],
+    )
+    segs = gt["annotations"][0]["segmentations"]
+    segs[0] = rle(masks[0][0])  # a compressed string among uncompressed lists
+    segs[4] = rle(rng.random((5, 6)) < 0.5)  # a mask of another size than the video
+    gt["annotations"][1]["segmentations"][2] = {"size": [6, 5], "counts": [30]}  # one run only
+    fast = parse_ground_truth(gt, Problems())
+    monkeypatch.setattr(ground_truth, "load", lambda: _GeneralPathOnly(load()))
+    slow = parse_ground_truth(gt, Problems())
+    assert fast.problems == slow.problems and any("masks of size [(5, 6)]" in p for p in fast.problems)
+    for name in ("start", "length", "height", "width", "area", "offsets"):
+        np.testing.assert_array_equal(getattr(fast.frames, name) >= 0, getattr(slow.frames, name) >= 0)
+    for name in ("height", "width", "area", "offsets"):
+        np.testing.assert_array_equal(getattr(fast.frames, name), getattr(slow.frames, name))
+    present = np.flatnonzero(slow.frames.start >= 0)
+    assert [fast.frames.counts_text(f) for f in present] == [slow.frames.counts_text(f) for f in present]
+    assert fast.tracks.keys() == slow.tracks.keys()
+    for key in fast.tracks:
+        got = [(t.ann_id, t.index, t.avg_area, t.odd_sizes) for t in fast.tracks[key]]
+        assert got == [(t.ann_id, t.index, t.avg_area, t.odd_sizes) for t in slow.tracks[key]]
