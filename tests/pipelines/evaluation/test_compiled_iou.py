@@ -156,9 +156,7 @@ def test_compiled_gt_reader_equals_the_general_path(monkeypatch):
     from seqformer.pipelines.evaluation import ground_truth
 
     rng = np.random.default_rng(3)
-    masks = [
-        [rng.random((6, 5)) < p if p is not None else None for p in (0.5, None, 0.0, 1.0, 0.3)] for _ in range(3)
-    ]
+    masks = [[rng.random((6, 5)) < p if p is not None else None for p in (0.5, None, 0.0, 1.0, 0.3)] for _ in range(3)]
     gt = gt_file(
         [(1, 6, 5, 5), (2, 6, 5, 5)],
         [1, 2],
