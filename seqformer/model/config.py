@@ -67,6 +67,9 @@ class ModelConfig:
     """Channels of the mask features; None = the official ``hidden_dim // 32`` (8 for hidden size 256)."""
     msda_backend: Literal["auto", "compiled", "reference"] = "auto"
     """Multi-scale deformable attention backend passed to ``seqformer.kernels.ms_deform_attn``."""
+    size_divisibility: int = 32
+    """Inputs are padded bottom/right to a multiple of this (32: the official training and ``engine.evaluate``;
+    1: no padding, as the official ``inference.py``). ``SeqFormer.forward(..., size_divisibility=)`` overrides it."""
     set_cost_class: float = 2.0
     """Matcher weight of the focal classification cost."""
     set_cost_bbox: float = 5.0
@@ -89,7 +92,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         positive = (
             "hidden_dim dim_feedforward enc_layers dec_layers nheads enc_n_points dec_n_points num_queries "
-            "num_classes num_frames num_feature_levels mask_out_stride"
+            "num_classes num_frames num_feature_levels mask_out_stride size_divisibility"
         ).split()
         for name in positive:
             value = getattr(self, name)

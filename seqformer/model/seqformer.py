@@ -7,9 +7,11 @@ the top level. Loss and matching are not in ``forward`` (see ``criterion.py``).
 Outputs of :meth:`SeqFormer.forward` (B clips, T frames, Q queries, K classes):
 
 - ``pred_logits [B, Q, K]``, ``pred_boxes [B, T, Q, 4]`` (normalised cxcywh of the unpadded clip) of the last layer;
+- ``pred_queries [B, Q, C]`` the last decoder layer's instance query embeddings (the class head's input);
 - ``pred_masks [B, Q, T, H/4, W/4]`` mask logits of all queries of the last layer (eval mode only; H, W the padded
-  size). The mask reference is ``sigmoid(inverse_sigmoid(ref))`` as in the official ``inference()`` (the official
-  evaluation branch skips the round trip; the two differ by ~1e-5 in mask logits);
+  size, a multiple of ``size_divisibility``). The mask reference is ``sigmoid(inverse_sigmoid(ref))`` as in the
+  official ``inference()`` (the official evaluation branch skips the round trip; the two differ by ~1e-5 in mask
+  logits);
 - ``mask_inputs``: what :func:`seqformer.model.mask_head.clip_mask_logits` needs to compute this layer's masks for
   any subset of queries (the criterion computes masks for matched queries only, as the official training does);
 - ``aux_outputs``: the same dicts (without ``pred_masks``) for every earlier decoder layer.
@@ -124,16 +126,21 @@ class SeqFormer(nn.Module):
 
     # ------------------------------------------------------------------ inputs
     @staticmethod
-    def prepare_inputs(clips: list[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Pad clips to a common size divisible by 32 and build the padding mask.
+    def prepare_inputs(
+        clips: list[torch.Tensor] | torch.Tensor, size_divisibility: int = SIZE_DIVISIBILITY
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pad clips to a common size divisible by ``size_divisibility`` and build the padding mask.
 
         Args:
             clips: list of ``B`` float tensors ``[T, 3, H_i, W_i]`` (same T) or one ``[B, T, 3, H, W]`` tensor.
+            size_divisibility: pad height and width up to a multiple of this (1: no padding beyond the largest clip).
 
         Returns:
             images ``[B*T, 3, Hp, Wp]`` (clip-major), mask bool ``[B*T, Hp, Wp]`` (True = padding),
             image_sizes int64 ``[B, 2]`` unpadded (h, w) of each clip.
         """
+        if isinstance(size_divisibility, bool) or not isinstance(size_divisibility, int) or size_divisibility < 1:
+            raise ValueError(f"size_divisibility must be a positive integer, got {size_divisibility!r}")
         if isinstance(clips, torch.Tensor):
             if clips.dim() != 5:
                 raise ValueError(f"a clip tensor must be [B, T, 3, H, W], got shape {tuple(clips.shape)}")
@@ -151,8 +158,8 @@ class SeqFormer(nn.Module):
                 )
         max_h = max(int(c.shape[-2]) for c in clips)
         max_w = max(int(c.shape[-1]) for c in clips)
-        pad_h = (max_h + SIZE_DIVISIBILITY - 1) // SIZE_DIVISIBILITY * SIZE_DIVISIBILITY
-        pad_w = (max_w + SIZE_DIVISIBILITY - 1) // SIZE_DIVISIBILITY * SIZE_DIVISIBILITY
+        pad_h = (max_h + size_divisibility - 1) // size_divisibility * size_divisibility
+        pad_w = (max_w + size_divisibility - 1) // size_divisibility * size_divisibility
         ref = clips[0]
         images = ref.new_zeros((len(clips), num_frames, 3, pad_h, pad_w))
         mask = torch.ones((len(clips), num_frames, pad_h, pad_w), dtype=torch.bool, device=ref.device)
@@ -215,14 +222,20 @@ class SeqFormer(nn.Module):
         return inverse_sigmoid(reference).sigmoid()[..., :2] * scale[:, None, None, :]
 
     # ------------------------------------------------------------------ forward
-    def forward(self, clips: list[torch.Tensor] | torch.Tensor) -> dict[str, Any]:
+    def forward(
+        self, clips: list[torch.Tensor] | torch.Tensor, *, size_divisibility: int | None = None
+    ) -> dict[str, Any]:
         """Run SeqFormer on a batch of clips (see the module docstring for the outputs).
 
         Args:
             clips: list of ``B`` float tensors ``[T, 3, H_i, W_i]`` (ImageNet-normalised, same T) or a
-                ``[B, T, 3, H, W]`` tensor. Padded bottom/right to a multiple of 32 with a padding mask.
+                ``[B, T, 3, H, W]`` tensor. Padded bottom/right to a multiple of ``size_divisibility`` with a
+                padding mask.
+            size_divisibility: overrides ``cfg.size_divisibility`` (default 32, as the official evaluation); 1
+                pads nothing beyond the largest clip, as the official ``inference.py``.
         """
-        images, mask, image_sizes = self.prepare_inputs(clips)
+        divisor = self.cfg.size_divisibility if size_divisibility is None else size_divisibility
+        images, mask, image_sizes = self.prepare_inputs(clips, divisor)
         batch_size = image_sizes.shape[0]
         num_frames = images.shape[0] // batch_size
         srcs, masks, poses = self.extract_features(images, mask)
@@ -247,6 +260,7 @@ class SeqFormer(nn.Module):
                 }
             )
         out = outputs[-1]
+        out["pred_queries"] = dec["hs"][-1]
         if not self.training:
             out["pred_masks"] = all_query_masks(out["mask_inputs"])
         if self.detr.aux_loss:

@@ -152,23 +152,13 @@ class Predictor:
 
     @torch.inference_mode()
     def _forward(self, clip: torch.Tensor) -> dict[str, Any]:
-        """One forward of a clip ``[T, 3, h, w]``; adds ``pred_queries [1, Q, C]`` when the model does not."""
-        captured: list[torch.Tensor] = []
-        hook = None
-        head = self.model.detr.class_embed[-1] if hasattr(self.model, "detr") else None
-        if head is not None:
-            # The model's outputs carry no instance-query embeddings yet: read the input of the last decoder
-            # layer's class head (called last in the forward), which is exactly that embedding [B, Q, C].
-            hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-        try:
-            out = self.model([clip.to(self.device)])
-        finally:
-            if hook is not None:
-                hook.remove()
+        """One forward of a clip ``[T, 3, h, w]`` (outputs include ``pred_queries [1, Q, C]``)."""
+        out = self.model([clip.to(self.device)])
         if "pred_queries" not in out:
-            if not captured:
-                raise RuntimeError("the model returned no pred_queries and has no detr.class_embed to read them from")
-            out["pred_queries"] = captured[-1]
+            raise RuntimeError(
+                f"the model ({type(self.model).__name__}) returned no pred_queries; the Predictor needs a SeqFormer "
+                "whose outputs include the last decoder layer's instance query embeddings"
+            )
         return out
 
     def _whole_video(self, clip: torch.Tensor, orig_size: tuple[int, int]) -> list[dict[str, Any]]:

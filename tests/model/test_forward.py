@@ -81,3 +81,36 @@ def test_bfloat16_autocast_inference_stays_close_to_float32(tiny_model):
     masks_ref = ref["pred_masks"]
     err = (low["pred_masks"].float() - masks_ref).abs().mean() / masks_ref.abs().mean()
     assert err < 0.1
+
+
+def test_size_divisibility_one_pads_nothing_and_32_is_the_default(tiny_model):
+    clip = torch.randn(2, 3, 50, 70)
+    images, mask, _ = tiny_model.prepare_inputs([clip], 1)
+    assert images.shape == (2, 3, 50, 70) and not mask.any()
+    assert tiny_model.prepare_inputs([clip])[0].shape == (2, 3, 64, 96)
+    with torch.no_grad():
+        unpadded = tiny_model([clip], size_divisibility=1)
+        padded = tiny_model([clip])
+        configured = build_model(tiny_config(dec_layers=2, size_divisibility=1)).eval()
+        configured.load_state_dict(tiny_model.state_dict())
+        from_config = configured([clip])
+    # stride-8 features of 50x70 are 7x9 (ceil of the conv arithmetic), masks are twice that
+    assert unpadded["pred_masks"].shape == (1, 12, 2, 14, 18)
+    assert padded["pred_masks"].shape == (1, 12, 2, 16, 24)
+    assert torch.equal(from_config["pred_logits"], unpadded["pred_logits"])
+    assert not torch.allclose(unpadded["pred_logits"], padded["pred_logits"])
+    with pytest.raises(ValueError, match="size_divisibility"):
+        tiny_model([clip], size_divisibility=0)
+
+
+def test_pred_queries_are_the_last_class_head_input(tiny_model):
+    captured = []
+    hook = tiny_model.detr.class_embed[-1].register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    try:
+        with torch.no_grad():
+            out = tiny_model([torch.randn(2, 3, 64, 96)])
+    finally:
+        hook.remove()
+    assert out["pred_queries"].shape == (1, 12, 32)
+    assert torch.equal(out["pred_queries"], captured[-1])
+    torch.testing.assert_close(tiny_model.detr.class_embed[-1](out["pred_queries"]), out["pred_logits"])
