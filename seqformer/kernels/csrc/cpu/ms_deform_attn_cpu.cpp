@@ -27,6 +27,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -218,41 +220,160 @@ MSDA_INLINE void load_slice(const Problem<scalar_t, acc_t>& pb, int64_t n, int64
   std::fill(slice + pb.S * D, slice + (pb.S + kZeroRows) * D, acc_t(0));
 }
 
-// The four taps of one sample on a slice.
+// The bilinear geometry of the L * P samples of one (query, head) is computed a vector of samples at a time (GCC
+// vector extensions: 8 floats or 4 doubles, two SSE halves in the baseline clone) with selects instead of branches.
+// Corner k of a sample reads slice row `row[k]`, the zero row S + k when it lies outside the map, with weight zero
+// then. A sample with no corner inside the map (NaN locations included) is not `live`: it contributes nothing.
 template <typename acc_t>
-struct Taps {
-  int64_t off[4];   // slice offsets (row * D) of the corners (top-left, top-right, bottom-left, bottom-right)
-  acc_t weight[4];  // bilinear weights, zero for corners outside the map
-  acc_t fx, fy;     // fractional parts of the pixel coordinates
+struct Lanes;
+template <>
+struct Lanes<float> {
+  typedef float Real __attribute__((vector_size(32)));
+  typedef int32_t Int __attribute__((vector_size(32)));
+  static constexpr int kWidth = 8;
+};
+template <>
+struct Lanes<double> {
+  typedef double Real __attribute__((vector_size(32)));
+  typedef int64_t Int __attribute__((vector_size(32)));
+  static constexpr int kWidth = 4;
 };
 
-// Fills `t` for a location on a level of size (h, w) whose first row is `start`; corner k outside the map reads the
-// zero row S + k. Returns false when every corner is outside (the sample contributes nothing). Most samples lie
-// wholly inside, which takes the first, branch-predicted path.
 template <typename acc_t>
-MSDA_INLINE bool taps_of(acc_t loc_x, acc_t loc_y, int64_t h, int64_t w, int64_t start, int64_t S, int64_t D,
-                         Taps<acc_t>& t) {
-  int64_t x0, y0;
-  if (!bilinear_cell(loc_x, loc_y, h, w, x0, y0, t.fx, t.fy)) return false;
-  const acc_t gx = acc_t(1) - t.fx, gy = acc_t(1) - t.fy;
-  const acc_t k[4] = {gy * gx, gy * t.fx, t.fy * gx, t.fy * t.fx};
-  const int64_t r = (start + y0 * w + x0) * D, down = w * D;
-  if (x0 >= 0 && y0 >= 0 && x0 < w - 1 && y0 < h - 1) {
-    t.off[0] = r;
-    t.off[1] = r + D;
-    t.off[2] = r + down;
-    t.off[3] = r + down + D;
-    for (int c = 0; c < 4; ++c) t.weight[c] = k[c];
-    return true;
+struct SampleTaps {
+  using Real = typename Lanes<acc_t>::Real;
+  using Int = typename Lanes<acc_t>::Int;
+  using index_t = std::remove_reference_t<decltype(Int{}[0])>;  // int32 rows for float, int64 for double
+  static constexpr int kWidth = Lanes<acc_t>::kWidth;
+  int64_t n, padded;  // samples of a query (L * P) and that rounded up to whole vectors
+  // per level and point, filled once per worker (padding lanes: a 1 x 1 level at row 0)
+  acc_t *level_w, *level_h;
+  index_t *level_wi, *level_hi, *level_start;
+  // per sample of the current query
+  index_t *row[4], *live;
+  acc_t *weight[4];  // bilinear weights, zero for corners outside the map
+  acc_t *scaled[4];  // attention weight * bilinear weight
+  acc_t *fx, *fy, *attn;
+  acc_t *dot[4];  // backward: <grad_out, V(corner k)>
+  std::vector<Int> ints;
+  std::vector<Real> reals;
+
+  SampleTaps(const int64_t* shapes, const int64_t* starts, int64_t L, int64_t P)
+      : n(L * P), padded((L * P + kWidth - 1) / kWidth * kWidth), ints(8 * padded / kWidth), reals(17 * padded / kWidth) {
+    index_t* i = reinterpret_cast<index_t*>(ints.data());
+    acc_t* r = reinterpret_cast<acc_t*>(reals.data());
+    level_wi = i;
+    level_hi = i + padded;
+    level_start = i + 2 * padded;
+    live = i + 3 * padded;
+    for (int k = 0; k < 4; ++k) row[k] = i + (4 + k) * padded;
+    level_w = r;
+    level_h = r + padded;
+    fx = r + 2 * padded;
+    fy = r + 3 * padded;
+    attn = r + 4 * padded;
+    for (int k = 0; k < 4; ++k) {
+      weight[k] = r + (5 + k) * padded;
+      scaled[k] = r + (9 + k) * padded;
+      dot[k] = r + (13 + k) * padded;
+    }
+    for (int64_t s = 0; s < padded; ++s) {
+      const int64_t l = s < n ? s / P : 0;
+      const int64_t h = s < n ? shapes[2 * l] : 1, w = s < n ? shapes[2 * l + 1] : 1;
+      level_hi[s] = static_cast<index_t>(h);
+      level_wi[s] = static_cast<index_t>(w);
+      level_start[s] = static_cast<index_t>(s < n ? starts[l] : 0);
+      level_h[s] = static_cast<acc_t>(h);
+      level_w[s] = static_cast<acc_t>(w);
+    }
   }
-  const bool top = y0 >= 0, bottom = y0 < h - 1, left = x0 >= 0, right = x0 < w - 1;
-  const bool valid[4] = {top && left, top && right, bottom && left, bottom && right};
-  const int64_t inside[4] = {r, r + D, r + down, r + down + D};
-  for (int c = 0; c < 4; ++c) {
-    t.off[c] = valid[c] ? inside[c] : (S + c) * D;
-    t.weight[c] = valid[c] ? k[c] : acc_t(0);
+};
+
+template <typename V>
+MSDA_INLINE V load_vector(const void* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V>
+MSDA_INLINE void store_vector(void* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// floor(v) for |v| < 2^31 as the integer vector and as reals: truncation, minus one where it rounded up.
+template <typename Real, typename Int>
+MSDA_INLINE Int floor_lanes(Real v, Real& floored) {
+  Int i = __builtin_convertvector(v, Int);
+  i += __builtin_convertvector(i, Real) > v;  // comparisons give -1 in true lanes
+  floored = __builtin_convertvector(i, Real);
+  return i;
+}
+
+// Fills the per-sample arrays of `t` for one (query, head): `loc` holds t.n (x, y) pairs, `attn_in` t.n weights.
+// Pixel coordinates follow bilinear_cell in bilinear.h (align_corners=False). A location outside the map is moved
+// to (-2, -2) before floor, so no lane converts an out-of-range value and all four of its corners come out invalid.
+template <typename scalar_t, typename acc_t>
+MSDA_INLINE void sample_taps(const scalar_t* loc, const scalar_t* attn_in, int64_t S, SampleTaps<acc_t>& t) {
+  using Real = typename SampleTaps<acc_t>::Real;
+  using Int = typename SampleTaps<acc_t>::Int;
+  using index_t = typename SampleTaps<acc_t>::index_t;
+  constexpr int W = SampleTaps<acc_t>::kWidth;
+  const Real zero = {}, one = zero + acc_t(1), half = zero + acc_t(0.5);
+  const Int zero_rows = Int{} + static_cast<index_t>(S);
+  for (int64_t i0 = 0; i0 < t.padded; i0 += W) {
+    Real x, y, a;
+    if (std::is_same_v<scalar_t, acc_t> && i0 + W <= t.n) {
+      Int even, odd;  // de-interleaves (x, y) pairs
+      for (int j = 0; j < W; ++j) {
+        even[j] = 2 * j;
+        odd[j] = 2 * j + 1;
+      }
+      const Real lo = load_vector<Real>(loc + 2 * i0), hi = load_vector<Real>(loc + 2 * i0 + W);
+      x = __builtin_shuffle(lo, hi, even);
+      y = __builtin_shuffle(lo, hi, odd);
+      a = load_vector<Real>(attn_in + i0);
+    } else {  // a partial vector, or a storage type other than acc_t: lanes past n sample nothing
+      for (int j = 0; j < W; ++j) {
+        const bool valid = i0 + j < t.n;
+        x[j] = valid ? static_cast<acc_t>(loc[2 * (i0 + j)]) : acc_t(-2);
+        y[j] = valid ? static_cast<acc_t>(loc[2 * (i0 + j) + 1]) : acc_t(-2);
+        a[j] = valid ? static_cast<acc_t>(attn_in[i0 + j]) : acc_t(0);
+      }
+    }
+    const Real lw = load_vector<Real>(t.level_w + i0), lh = load_vector<Real>(t.level_h + i0);
+    const Int wi = load_vector<Int>(t.level_wi + i0), hi = load_vector<Int>(t.level_hi + i0);
+    x = x * lw - half;
+    y = y * lh - half;
+    const Int in = (y > -one) & (x > -one) & (y < lh) & (x < lw);  // false for NaN
+    x = in ? x : zero - acc_t(2);
+    y = in ? y : zero - acc_t(2);
+    Real xf, yf;
+    const Int x0 = floor_lanes<Real, Int>(x, xf), y0 = floor_lanes<Real, Int>(y, yf);
+    const Real fx = x - xf, fy = y - yf, gx = one - fx, gy = one - fy;
+    const Int top = y0 >= 0, bottom = (y0 >= -1) & (y0 < hi - 1), left = x0 >= 0, right = (x0 >= -1) & (x0 < wi - 1);
+    const Int v0 = top & left, v1 = top & right, v2 = bottom & left, v3 = bottom & right;
+    const Int r = load_vector<Int>(t.level_start + i0) + y0 * wi + x0;
+    a = in ? a : zero;
+    const Real k0 = v0 ? gy * gx : zero, k1 = v1 ? gy * fx : zero, k2 = v2 ? fy * gx : zero;
+    const Real k3 = v3 ? fy * fx : zero;
+    store_vector(t.live + i0, in);
+    store_vector(t.row[0] + i0, v0 ? r : zero_rows);
+    store_vector(t.row[1] + i0, v1 ? r + 1 : zero_rows + 1);
+    store_vector(t.row[2] + i0, v2 ? r + wi : zero_rows + 2);
+    store_vector(t.row[3] + i0, v3 ? r + wi + 1 : zero_rows + 3);
+    store_vector(t.weight[0] + i0, k0);
+    store_vector(t.weight[1] + i0, k1);
+    store_vector(t.weight[2] + i0, k2);
+    store_vector(t.weight[3] + i0, k3);
+    store_vector(t.scaled[0] + i0, a * k0);
+    store_vector(t.scaled[1] + i0, a * k1);
+    store_vector(t.scaled[2] + i0, a * k2);
+    store_vector(t.scaled[3] + i0, a * k3);
+    store_vector(t.fx + i0, fx);
+    store_vector(t.fy + i0, fy);
+    store_vector(t.attn + i0, a);
   }
-  return true;
 }
 
 // Forward worker: claims tasks until none is left; a task is one (n, m, query chunk).
@@ -260,9 +381,10 @@ MSDA_INLINE bool taps_of(acc_t loc_x, acc_t loc_y, int64_t h, int64_t w, int64_t
 template <typename scalar_t, typename acc_t, int kD>
 MSDA_INLINE void forward_worker(const Problem<scalar_t, acc_t>& pb) {
   const int64_t D = kD > 0 ? kD : pb.D;
-  const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, S = pb.S;
+  const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, S = pb.S, LP = L * P;
   Scratch<acc_t> slice_buf(0, (S + kZeroRows) * D);
   acc_t* __restrict__ slice = slice_buf.get();
+  SampleTaps<acc_t> t(pb.shapes, pb.starts, L, P);
   std::vector<acc_t> acc_heap(kD > 0 ? 0 : D);
   acc_t acc_stack[kD > 0 ? kD : 1];
   acc_t* __restrict__ acc = kD > 0 ? acc_stack : acc_heap.data();
@@ -276,32 +398,23 @@ MSDA_INLINE void forward_worker(const Problem<scalar_t, acc_t>& pb) {
     const int64_t q_begin = Lq * chunk / pb.chunks, q_end = Lq * (chunk + 1) / pb.chunks;
     for (int64_t q = q_begin; q < q_end; ++q) {
       const int64_t qm = (n * Lq + q) * M + m;
-      const scalar_t* loc = pb.loc + qm * L * P * 2;
-      const scalar_t* attn = pb.attn + qm * L * P;
       if (q + kPrefetchQueries < q_end) {
         const int64_t ahead = qm + kPrefetchQueries * M;
-        prefetch_bytes<false>(pb.loc + ahead * L * P * 2, L * P * 2 * sizeof(scalar_t));
-        prefetch_bytes<false>(pb.attn + ahead * L * P, L * P * sizeof(scalar_t));
+        prefetch_bytes<false>(pb.loc + ahead * LP * 2, LP * 2 * sizeof(scalar_t));
+        prefetch_bytes<false>(pb.attn + ahead * LP, LP * sizeof(scalar_t));
         prefetch_bytes<true>(pb.out + ahead * D, D * sizeof(scalar_t));
       }
+      sample_taps(pb.loc + qm * LP * 2, pb.attn + qm * LP, S, t);
       MSDA_SIMD for (int64_t d = 0; d < D; ++d) acc[d] = acc_t(0);
-      for (int64_t l = 0; l < L; ++l) {
-        const int64_t h = pb.shapes[2 * l], w = pb.shapes[2 * l + 1], start = pb.starts[l];
-        for (int64_t p = 0; p < P; ++p) {
-          const int64_t lp = l * P + p;
-          Taps<acc_t> t;
-          if (!taps_of(static_cast<acc_t>(loc[2 * lp]), static_cast<acc_t>(loc[2 * lp + 1]), h, w, start, S, D, t)) {
-            continue;
-          }
-          const acc_t a = static_cast<acc_t>(attn[lp]);
-          const acc_t* __restrict__ v0 = slice + t.off[0];
-          const acc_t* __restrict__ v1 = slice + t.off[1];
-          const acc_t* __restrict__ v2 = slice + t.off[2];
-          const acc_t* __restrict__ v3 = slice + t.off[3];
-          const acc_t cw0 = a * t.weight[0], cw1 = a * t.weight[1], cw2 = a * t.weight[2], cw3 = a * t.weight[3];
-          MSDA_SIMD for (int64_t d = 0; d < D; ++d) {
-            acc[d] += cw0 * v0[d] + cw1 * v1[d] + cw2 * v2[d] + cw3 * v3[d];
-          }
+      for (int64_t i = 0; i < LP; ++i) {
+        if (!t.live[i]) continue;
+        const acc_t* __restrict__ v0 = slice + t.row[0][i] * D;
+        const acc_t* __restrict__ v1 = slice + t.row[1][i] * D;
+        const acc_t* __restrict__ v2 = slice + t.row[2][i] * D;
+        const acc_t* __restrict__ v3 = slice + t.row[3][i] * D;
+        const acc_t cw0 = t.scaled[0][i], cw1 = t.scaled[1][i], cw2 = t.scaled[2][i], cw3 = t.scaled[3][i];
+        MSDA_SIMD for (int64_t d = 0; d < D; ++d) {
+          acc[d] += cw0 * v0[d] + cw1 * v1[d] + cw2 * v2[d] + cw3 * v3[d];
         }
       }
       scalar_t* __restrict__ out = pb.out + qm * D;
@@ -310,17 +423,19 @@ MSDA_INLINE void forward_worker(const Problem<scalar_t, acc_t>& pb) {
   }
 }
 
-// Backward worker: claims tasks until none is left; a task is one (n, m, query chunk). For every sample it computes the four dot
-// products g_k = <grad_out, V(corner k)> in one pass over D and, in the same pass, scatters A * w_k * grad_out into
-// the task's grad_value slice. grad_attention = sum_k w_k g_k, grad_location from the weights' derivatives.
+// Backward worker: claims tasks until none is left; a task is one (n, m, query chunk). For every sample it computes
+// the four dot products g_k = <grad_out, V(corner k)> in one pass over D and, in the same pass, scatters
+// A * w_k * grad_out into the task's grad_value slice. Then, lane-wise over the query's samples,
+// grad_attention = sum_k w_k g_k and grad_location from the weights' derivatives (bilinear_coordinate_grads).
 template <typename scalar_t, typename acc_t, int kD>
 MSDA_INLINE void backward_worker(const Problem<scalar_t, acc_t>& pb) {
   const int64_t D = kD > 0 ? kD : pb.D;
-  const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, S = pb.S, row = M * D;
+  const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, S = pb.S, LP = L * P, row = M * D;
   Scratch<acc_t> slice_buf(0, (S + kZeroRows) * D);
   Scratch<acc_t> grad_buf(1, (S + kZeroRows) * D);
   acc_t* __restrict__ slice = slice_buf.get();
   acc_t* __restrict__ grad_slice = grad_buf.get();
+  SampleTaps<acc_t> t(pb.shapes, pb.starts, L, P);
   std::vector<acc_t> g_heap(kD > 0 ? 0 : D);
   acc_t g_stack[kD > 0 ? kD : 1];
   acc_t* __restrict__ g = kD > 0 ? g_stack : g_heap.data();
@@ -335,80 +450,83 @@ MSDA_INLINE void backward_worker(const Problem<scalar_t, acc_t>& pb) {
     const int64_t q_begin = Lq * chunk / pb.chunks, q_end = Lq * (chunk + 1) / pb.chunks;
     for (int64_t q = q_begin; q < q_end; ++q) {
       const int64_t qm = (n * Lq + q) * M + m;
-      const scalar_t* loc = pb.loc + qm * L * P * 2;
-      const scalar_t* attn = pb.attn + qm * L * P;
-      scalar_t* grad_loc = pb.grad_loc + qm * L * P * 2;
-      scalar_t* grad_attn = pb.grad_attn + qm * L * P;
       const scalar_t* __restrict__ grad_out = pb.grad_out + qm * D;
       if (q + kPrefetchQueries < q_end) {
         const int64_t ahead = qm + kPrefetchQueries * M;
-        prefetch_bytes<false>(pb.loc + ahead * L * P * 2, L * P * 2 * sizeof(scalar_t));
-        prefetch_bytes<false>(pb.attn + ahead * L * P, L * P * sizeof(scalar_t));
+        prefetch_bytes<false>(pb.loc + ahead * LP * 2, LP * 2 * sizeof(scalar_t));
+        prefetch_bytes<false>(pb.attn + ahead * LP, LP * sizeof(scalar_t));
         prefetch_bytes<false>(pb.grad_out + ahead * D, D * sizeof(scalar_t));
-        prefetch_bytes<true>(pb.grad_loc + ahead * L * P * 2, L * P * 2 * sizeof(scalar_t));
-        prefetch_bytes<true>(pb.grad_attn + ahead * L * P, L * P * sizeof(scalar_t));
+        prefetch_bytes<true>(pb.grad_loc + ahead * LP * 2, LP * 2 * sizeof(scalar_t));
+        prefetch_bytes<true>(pb.grad_attn + ahead * LP, LP * sizeof(scalar_t));
       }
+      sample_taps(pb.loc + qm * LP * 2, pb.attn + qm * LP, S, t);
       MSDA_SIMD for (int64_t d = 0; d < D; ++d) g[d] = static_cast<acc_t>(grad_out[d]);
-      for (int64_t l = 0; l < L; ++l) {
-        const int64_t h = pb.shapes[2 * l], w = pb.shapes[2 * l + 1], start = pb.starts[l];
-        for (int64_t p = 0; p < P; ++p) {
-          const int64_t lp = l * P + p;
-          Taps<acc_t> t;
-          if (!taps_of(static_cast<acc_t>(loc[2 * lp]), static_cast<acc_t>(loc[2 * lp + 1]), h, w, start, S, D, t)) {
-            grad_attn[lp] = scalar_t(0);
-            grad_loc[2 * lp] = scalar_t(0);
-            grad_loc[2 * lp + 1] = scalar_t(0);
-            continue;
-          }
-          const acc_t a = static_cast<acc_t>(attn[lp]);
-          const acc_t* __restrict__ v0 = slice + t.off[0];
-          const acc_t* __restrict__ v1 = slice + t.off[1];
-          const acc_t* __restrict__ v2 = slice + t.off[2];
-          const acc_t* __restrict__ v3 = slice + t.off[3];
-          // The four corners' rows are distinct (outside ones have a zero row each), so restrict holds.
-          acc_t* __restrict__ gv0 = grad_slice + t.off[0];
-          acc_t* __restrict__ gv1 = grad_slice + t.off[1];
-          acc_t* __restrict__ gv2 = grad_slice + t.off[2];
-          acc_t* __restrict__ gv3 = grad_slice + t.off[3];
-          const acc_t cw0 = a * t.weight[0], cw1 = a * t.weight[1], cw2 = a * t.weight[2], cw3 = a * t.weight[3];
-          // The four dot products are kept as kLanes partial sums each, updated element-wise (vectorised without
-          // reassociating anything) and summed by sum_lanes; a plain scalar reduction would not vectorise at -O3.
-          acc_t lane0[kLanes] = {}, lane1[kLanes] = {}, lane2[kLanes] = {}, lane3[kLanes] = {};
-          int64_t d = 0;
-          for (; d + kLanes <= D; d += kLanes) {
-            MSDA_SIMD for (int i = 0; i < kLanes; ++i) {
-              const acc_t gd = g[d + i];
-              lane0[i] += gd * v0[d + i];
-              lane1[i] += gd * v1[d + i];
-              lane2[i] += gd * v2[d + i];
-              lane3[i] += gd * v3[d + i];
-              gv0[d + i] += cw0 * gd;
-              gv1[d + i] += cw1 * gd;
-              gv2[d + i] += cw2 * gd;
-              gv3[d + i] += cw3 * gd;
-            }
-          }
-          acc_t s0, s1, s2, s3;
-          sum_lanes(lane0, lane1, lane2, lane3, s0, s1, s2, s3);
-          for (; d < D; ++d) {
-            const acc_t gd = g[d];
-            s0 += gd * v0[d];
-            s1 += gd * v1[d];
-            s2 += gd * v2[d];
-            s3 += gd * v3[d];
-            gv0[d] += cw0 * gd;
-            gv1[d] += cw1 * gd;
-            gv2[d] += cw2 * gd;
-            gv3[d] += cw3 * gd;
-          }
-          acc_t d_x, d_y;
-          bilinear_coordinate_grads(t.fx, t.fy, s0, s1, s2, s3, d_x, d_y);
-          // Outside corners read zero rows, so their dot is 0 and the formulas need no validity test.
-          grad_attn[lp] = static_cast<scalar_t>(t.weight[0] * s0 + t.weight[1] * s1 + t.weight[2] * s2 +
-                                                t.weight[3] * s3);
-          grad_loc[2 * lp] = static_cast<scalar_t>(a * static_cast<acc_t>(w) * d_x);
-          grad_loc[2 * lp + 1] = static_cast<scalar_t>(a * static_cast<acc_t>(h) * d_y);
+      for (int64_t i = 0; i < LP; ++i) {
+        if (!t.live[i]) {
+          t.dot[0][i] = t.dot[1][i] = t.dot[2][i] = t.dot[3][i] = acc_t(0);
+          continue;
         }
+        const acc_t* __restrict__ v0 = slice + t.row[0][i] * D;
+        const acc_t* __restrict__ v1 = slice + t.row[1][i] * D;
+        const acc_t* __restrict__ v2 = slice + t.row[2][i] * D;
+        const acc_t* __restrict__ v3 = slice + t.row[3][i] * D;
+        // The four corners' rows are distinct (outside ones have a zero row each), so restrict holds.
+        acc_t* __restrict__ gv0 = grad_slice + t.row[0][i] * D;
+        acc_t* __restrict__ gv1 = grad_slice + t.row[1][i] * D;
+        acc_t* __restrict__ gv2 = grad_slice + t.row[2][i] * D;
+        acc_t* __restrict__ gv3 = grad_slice + t.row[3][i] * D;
+        const acc_t cw0 = t.scaled[0][i], cw1 = t.scaled[1][i], cw2 = t.scaled[2][i], cw3 = t.scaled[3][i];
+        // The four dot products are kept as kLanes partial sums each, updated element-wise (vectorised without
+        // reassociating anything) and summed by sum_lanes; a plain scalar reduction would not vectorise at -O3.
+        acc_t lane0[kLanes] = {}, lane1[kLanes] = {}, lane2[kLanes] = {}, lane3[kLanes] = {};
+        int64_t d = 0;
+        for (; d + kLanes <= D; d += kLanes) {
+          MSDA_SIMD for (int j = 0; j < kLanes; ++j) {
+            const acc_t gd = g[d + j];
+            lane0[j] += gd * v0[d + j];
+            lane1[j] += gd * v1[d + j];
+            lane2[j] += gd * v2[d + j];
+            lane3[j] += gd * v3[d + j];
+            gv0[d + j] += cw0 * gd;
+            gv1[d + j] += cw1 * gd;
+            gv2[d + j] += cw2 * gd;
+            gv3[d + j] += cw3 * gd;
+          }
+        }
+        acc_t s0, s1, s2, s3;
+        sum_lanes(lane0, lane1, lane2, lane3, s0, s1, s2, s3);
+        for (; d < D; ++d) {
+          const acc_t gd = g[d];
+          s0 += gd * v0[d];
+          s1 += gd * v1[d];
+          s2 += gd * v2[d];
+          s3 += gd * v3[d];
+          gv0[d] += cw0 * gd;
+          gv1[d] += cw1 * gd;
+          gv2[d] += cw2 * gd;
+          gv3[d] += cw3 * gd;
+        }
+        t.dot[0][i] = s0;
+        t.dot[1][i] = s1;
+        t.dot[2][i] = s2;
+        t.dot[3][i] = s3;
+      }
+      // Outside corners read zero rows, so their dot is 0 and the formulas need no validity test; a sample that is
+      // not live has zero dots, weights and attention, so its gradients come out zero.
+      scalar_t* __restrict__ grad_loc = pb.grad_loc + qm * LP * 2;
+      scalar_t* __restrict__ grad_attn = pb.grad_attn + qm * LP;
+      const acc_t *__restrict__ s0 = t.dot[0], *__restrict__ s1 = t.dot[1], *__restrict__ s2 = t.dot[2],
+                  *__restrict__ s3 = t.dot[3];
+      const acc_t *__restrict__ w0 = t.weight[0], *__restrict__ w1 = t.weight[1], *__restrict__ w2 = t.weight[2],
+                  *__restrict__ w3 = t.weight[3];
+      const acc_t *__restrict__ fx = t.fx, *__restrict__ fy = t.fy, *__restrict__ a = t.attn;
+      const acc_t *__restrict__ lw = t.level_w, *__restrict__ lh = t.level_h;
+      MSDA_SIMD for (int64_t i = 0; i < LP; ++i) {
+        acc_t d_x, d_y;
+        bilinear_coordinate_grads(fx[i], fy[i], s0[i], s1[i], s2[i], s3[i], d_x, d_y);
+        grad_attn[i] = static_cast<scalar_t>(w0[i] * s0[i] + w1[i] * s1[i] + w2[i] * s2[i] + w3[i] * s3[i]);
+        grad_loc[2 * i] = static_cast<scalar_t>(a[i] * lw[i] * d_x);
+        grad_loc[2 * i + 1] = static_cast<scalar_t>(a[i] * lh[i] * d_y);
       }
     }
     // grad_value[n, :, m, :] of this task: the output itself, or the chunk's private buffer.
@@ -493,6 +611,9 @@ Problem<scalar_t, acc_of<scalar_t>> make_problem(const at::Tensor& value, const 
     TORCH_CHECK(h > 0 && w > 0 && start >= 0 && start + h * w <= pb.S, "ms_deform_attn: level ", l, " (h=", h,
                 ", w=", w, ", level_start_index=", start, ") does not fit in value of length S=", pb.S);
   }
+  // Slice rows are indexed with int32 in the lane-wise sample geometry.
+  TORCH_CHECK(pb.S <= INT32_MAX - kZeroRows, "ms_deform_attn: value length S=", pb.S, " exceeds the CPU kernel's limit of ",
+              INT32_MAX - kZeroRows, " rows; split the levels over several calls");
   pb.value = value.data_ptr<scalar_t>();
   pb.loc = sampling_locations.data_ptr<scalar_t>();
   pb.attn = attention_weights.data_ptr<scalar_t>();
