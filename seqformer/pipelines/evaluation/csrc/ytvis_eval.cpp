@@ -19,6 +19,10 @@
 #include <system_error>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace {
 
 enum Status : int8_t { kOk = 0, kBadChar = 1, kUnterminated = 2, kNegative = 3, kBadSum = 4, kTooLong = 5 };
@@ -32,8 +36,8 @@ inline int walk_runs(const uint8_t* s, int64_t n, Visit&& visit) {
   while (p < n) {
     int c = static_cast<int>(s[p]) - 48;
     int64_t x;
-    if (c >= 0 && c < 32) {  // the common case: a whole run in one character
-      x = (c & 0x10) ? c - 32 : c;
+    if (static_cast<unsigned>(c) < 32u) {  // the common case: a whole run in one character (sign in bit 4)
+      x = (c ^ 0x10) - 0x10;
       ++p;
     } else {
       x = 0;
@@ -85,6 +89,47 @@ int append_intervals(const uint8_t* s, int64_t n, std::vector<int64_t>& out) {
     }
     position += x;
   });
+}
+
+// Writes the foreground intervals of a valid string as begin, end pairs to out (room for n + 2 values: a run takes
+// at least one character), stopping at the first interval that starts at or after limit (it and all later ones
+// cannot meet an interval ending at or before limit). Returns the number of intervals, or -status on a bad string.
+int64_t decode_intervals_until(const uint8_t* s, int64_t n, int64_t limit, int64_t* out) {
+  int64_t p = 0, prev2 = 0, prev1 = 0, position = 0, count = 0;
+  // Runs 0..2 are absolute; from run 3 on each adds the run two places earlier.
+  for (int64_t m = 0; p < n && position < limit; ++m) {
+    int64_t x;
+    const int c0 = static_cast<int>(s[p]) - 48;
+    if (static_cast<unsigned>(c0) < 32u) {  // the common case: a whole run in one character
+      x = (c0 ^ 0x10) - 0x10;
+      ++p;
+    } else {
+      x = 0;
+      int k = 0;
+      bool more = true;
+      while (more) {
+        if (p >= n) return -kUnterminated;
+        const int c = static_cast<int>(s[p]) - 48;
+        if (c < 0 || c > 63) return -kBadChar;
+        if (k >= 12) return -kTooLong;
+        x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
+        more = (c & 0x20) != 0;
+        ++p;
+        ++k;
+        if (!more && (c & 0x10)) x |= static_cast<int64_t>(~((uint64_t{1} << (5 * k)) - 1));
+      }
+    }
+    if (m > 2) x += prev2;
+    if (m & 1) {
+      out[2 * count] = position;
+      out[2 * count + 1] = position + x;
+      count += x > 0;
+    }
+    position += x;
+    prev2 = prev1;
+    prev1 = x;
+  }
+  return count;
 }
 
 // Pixels in both of two sorted disjoint interval lists (na and nb intervals).
@@ -287,48 +332,80 @@ PyObject* pair_sums(PyObject*, PyObject* args) {
   }
   bool decoded = true;
   Py_BEGIN_ALLOW_THREADS;
-  std::vector<int64_t> dt_intervals, dt_spans, gt_intervals, gt_spans;
+  // Per problem: every track's frames decoded once into intervals; then prediction by prediction, frame by frame,
+  // the prediction's frame is decoded (only as far as the farthest track interval it can meet) into a small buffer
+  // that stays in cache, and intersected with each track's frame.
+  std::vector<int64_t> gt_intervals, gt_spans, dt_buf, inter_acc, uni_acc, limits;
+  const int64_t* d_start = dt.start.data<int64_t>();
+  const int64_t* d_len = dt.len.data<int64_t>();
+  const int64_t* d_h = dt.h.data<int64_t>();
+  const int64_t* d_w = dt.w.data<int64_t>();
+  const int64_t* d_area = dt.area.data<int64_t>();
+  const int64_t* g_start = gt.start.data<int64_t>();
+  const int64_t* g_h = gt.h.data<int64_t>();
+  const int64_t* g_w = gt.w.data<int64_t>();
+  const int64_t* g_area = gt.area.data<int64_t>();
+  const uint8_t* d_bytes = dt.buf.data<uint8_t>();
   int64_t out = 0;
   for (int64_t p = 0; p < num_problems && decoded; ++p) {
     const int64_t* dts = p_dts.data<int64_t>() + dto[p];
     const int64_t* gts = p_gts.data<int64_t>() + gto[p];
     const int64_t nd = dto[p + 1] - dto[p], ng = gto[p + 1] - gto[p];
     if (nd == 0 || ng == 0) continue;
-    int64_t max_d = 0, max_g = 0;
-    for (int64_t a = 0; a < nd; ++a) max_d = std::max(max_d, dt.frames_of(dts[a]));
+    int64_t max_g = 0;
     for (int64_t b = 0; b < ng; ++b) max_g = std::max(max_g, gt.frames_of(gts[b]));
-    const int64_t max_f = std::min(max_d, max_g);  // zip never pairs frames past the shorter list
-    if (!decode_owners(dt, dts, nd, max_f, dt_intervals, dt_spans) ||
-        !decode_owners(gt, gts, ng, max_f, gt_intervals, gt_spans)) {
+    if (!decode_owners(gt, gts, ng, max_g, gt_intervals, gt_spans)) {
       decoded = false;
       break;
     }
-    for (int64_t a = 0; a < nd; ++a) {
-      const int64_t d0 = dt.first_frame(dts[a]), d_frames = dt.frames_of(dts[a]);
-      for (int64_t b = 0; b < ng; ++b, ++out) {
-        const int64_t g0 = gt.first_frame(gts[b]), frames = std::min(d_frames, gt.frames_of(gts[b]));
-        int64_t inter = 0, uni = 0;
-        for (int64_t f = 0; f < frames; ++f) {
-          const bool d_on = dt.start.data<int64_t>()[d0 + f] >= 0, g_on = gt.start.data<int64_t>()[g0 + f] >= 0;
-          const int64_t ad = d_on ? dt.area.data<int64_t>()[d0 + f] : 0, ag = g_on ? gt.area.data<int64_t>()[g0 + f] : 0;
+    inter_acc.assign(static_cast<size_t>(ng), 0);
+    uni_acc.assign(static_cast<size_t>(ng), 0);
+    limits.assign(static_cast<size_t>(ng), 0);
+    for (int64_t a = 0; a < nd && decoded; ++a, out += ng) {
+      const int64_t d0 = dt.first_frame(dts[a]), d_frames = std::min(dt.frames_of(dts[a]), max_g);
+      std::fill(inter_acc.begin(), inter_acc.end(), 0);
+      std::fill(uni_acc.begin(), uni_acc.end(), 0);
+      for (int64_t f = 0; f < d_frames; ++f) {
+        const int64_t di = d0 + f;
+        const bool d_on = d_start[di] >= 0;
+        const int64_t ad = d_on ? d_area[di] : 0;
+        int64_t limit = -1;  // the farthest end of a track interval this frame must be intersected with
+        for (int64_t b = 0; b < ng; ++b) {
+          limits[b] = -1;
+          if (f >= gt.frames_of(gts[b])) continue;  // zip stops at the shorter list
+          const int64_t gi = gt.first_frame(gts[b]) + f;
+          const bool g_on = g_start[gi] >= 0;
+          const int64_t ag = g_on ? g_area[gi] : 0;
           if (d_on && g_on) {
-            if (dt.h.data<int64_t>()[d0 + f] != gt.h.data<int64_t>()[g0 + f] ||
-                dt.w.data<int64_t>()[d0 + f] != gt.w.data<int64_t>()[g0 + f])
-              continue;  // pycocotools merges masks of different sizes into an empty mask: adds 0 to I and U
-            int64_t i = 0;
+            if (d_h[di] != g_h[gi] || d_w[di] != g_w[gi]) continue;  // pycocotools merges to an empty mask: adds 0
+            uni_acc[b] += ad + ag;  // the intersection is subtracted below
             if (ad > 0 && ag > 0) {
-              const int64_t* ds = &dt_spans[(a * max_f + f) * 2];
-              const int64_t* gs = &gt_spans[(b * max_f + f) * 2];
-              i = intersection(dt_intervals.data() + 2 * ds[0], ds[1], gt_intervals.data() + 2 * gs[0], gs[1]);
+              const int64_t* gs = &gt_spans[(b * max_g + f) * 2];
+              limits[b] = gt_intervals[2 * (gs[0] + gs[1]) - 1];
+              limit = std::max(limit, limits[b]);
             }
-            inter += i;
-            uni += ad + ag - i;
           } else {
-            uni += ad + ag;
+            uni_acc[b] += ad + ag;
           }
         }
-        inter_out.data<int64_t>()[out] = inter;
-        union_out.data<int64_t>()[out] = uni;
+        if (limit < 0) continue;
+        if (static_cast<int64_t>(dt_buf.size()) < d_len[di] + 2) dt_buf.resize(static_cast<size_t>(d_len[di] + 2));
+        const int64_t n_dt = decode_intervals_until(d_bytes + d_start[di], d_len[di], limit, dt_buf.data());
+        if (n_dt < 0) {
+          decoded = false;
+          break;
+        }
+        for (int64_t b = 0; b < ng; ++b) {
+          if (limits[b] < 0) continue;
+          const int64_t* gs = &gt_spans[(b * max_g + f) * 2];
+          const int64_t i = intersection(dt_buf.data(), n_dt, gt_intervals.data() + 2 * gs[0], gs[1]);
+          inter_acc[b] += i;
+          uni_acc[b] -= i;
+        }
+      }
+      for (int64_t b = 0; b < ng; ++b) {
+        inter_out.data<int64_t>()[out + b] = inter_acc[b];
+        union_out.data<int64_t>()[out + b] = uni_acc[b];
       }
     }
   }
@@ -394,11 +471,30 @@ class ResultsReader {
     return true;
   }
 
+  // The first position at or after p holding '"', a backslash, a control character or a non-ASCII byte (or n_).
+  int64_t scan_plain(int64_t p) const {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+    while (p + 16 <= n_) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b_ + p));
+      // signed compare: bytes >= 0x80 are negative, so "< 0x20" also catches non-ASCII bytes
+      const __m128i special = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                                           _mm_cmplt_epi8(v, space));
+      const int mask = _mm_movemask_epi8(special);
+      if (mask != 0) return p + __builtin_ctz(static_cast<unsigned>(mask));
+      p += 16;
+    }
+#endif
+    while (p < n_ && b_[p] != '"' && b_[p] != '\\' && b_[p] >= 0x20 && b_[p] < 0x80) ++p;
+    return p;
+  }
+
   // A string at the cursor ('"'), unescaped in place (the result is never longer than its escaped form).
   bool string(int64_t& start, int64_t& length, bool& escaped) {
     if (!take('"')) return fail("expected a string");
     start = p_;
-    int64_t w = p_;
+    p_ = scan_plain(p_);
+    int64_t w = p_;  // where the next unescaped byte goes
     escaped = false;
     while (true) {
       if (p_ >= n_) return fail("unterminated string");
@@ -406,11 +502,7 @@ class ResultsReader {
       if (c == '"') break;
       if (c < 0x20) return fail("control character in a string");
       if (c >= 0x80) return fail("non-ASCII character in a string");
-      if (c != '\\') {
-        b_[w++] = c;
-        continue;
-      }
-      escaped = true;
+      escaped = true;  // c is a backslash: scan_plain stops only at the bytes above
       if (p_ >= n_) return fail("unterminated string");
       const uint8_t e = b_[p_++];
       const char* plain = "\"\\/bfnrt";
@@ -433,6 +525,10 @@ class ResultsReader {
       } else {
         return fail("bad escape in a string");
       }
+      const int64_t next = scan_plain(p_);  // the plain bytes up to the next special one, moved down in one go
+      std::memmove(b_ + w, b_ + p_, static_cast<size_t>(next - p_));
+      w += next - p_;
+      p_ = next;
     }
     length = w - start;
     return true;
