@@ -180,3 +180,41 @@ def test_compiled_gt_reader_equals_the_general_path(monkeypatch):
     for key in fast.tracks:
         got = [(t.ann_id, t.index, t.avg_area, t.odd_sizes) for t in fast.tracks[key]]
         assert got == [(t.ann_id, t.index, t.avg_area, t.odd_sizes) for t in slow.tracks[key]]
+
+
+@pytest.mark.parametrize("escape", ["plain", "unicode", "non-ascii"])
+def test_compiled_reader_unescapes_long_strings_like_json(tmp_path, escape):
+    """Long counts strings (many 16-byte blocks) with escaped backslashes at many offsets read as json reads them."""
+    rng = np.random.default_rng(4)
+    gt = gt_file(
+        [(1, 60, 80, 3)], [1], [{"id": 1, "video_id": 1, "category_id": 1, "masks": [rng.random((60, 80)) < 0.5] * 3}]
+    )
+    parsed = parse_ground_truth(gt)
+    results = [
+        {"video_id": 1, "category_id": 1, "score": 0.5, "segmentations": [rle(rng.random((60, 80)) < p) for _ in "abc"]}
+        for p in (0.05, 0.5, 0.95)
+    ]
+    text = json.dumps(results)
+    assert text.count("\\\\") > 10  # backslashes are common in compressed counts
+    if escape == "unicode":
+        text = text.replace("\\\\", "\\u005c")
+    elif escape == "non-ascii":  # a byte the compiled reader hands to the general parser, which names the frame
+        middle = text.index('"counts": "', len(text) // 2) + 60
+        text = text[:middle] + "\u00e9" + text[middle + 1 :]
+    path = tmp_path / "res.json"
+    path.write_text(text)
+    expected = json.loads(text)
+    if escape == "non-ascii":
+        with pytest.raises(ValueError, match="outside") as from_file:
+            read_results_file(path, parsed, Problems())
+        with pytest.raises(ValueError, match="outside") as from_list:
+            parse_results(expected, parsed, Problems(), source="results")
+        # the same entry, frame and reason
+        assert str(from_file.value).split("res.json", 1)[1] == str(from_list.value).split("results", 1)[1]
+        return
+    fast = read_results_file(path, parsed, Problems())
+    slow = parse_results(expected, parsed, Problems())
+    np.testing.assert_array_equal(fast.frames.area, slow.frames.area)
+    present = np.flatnonzero(slow.frames.start >= 0)
+    assert [fast.frames.counts_text(f) for f in present] == [slow.frames.counts_text(f) for f in present]
+    assert [fast.frames.counts_text(f) for f in present] == [s["counts"] for r in results for s in r["segmentations"]]
