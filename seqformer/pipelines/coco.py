@@ -8,6 +8,7 @@ The official joint training keeps only the COCO classes that overlap YouTube-VIS
 
 from __future__ import annotations
 
+import json
 import logging
 from array import array
 from collections.abc import Iterator
@@ -21,8 +22,10 @@ from seqformer.pipelines.ytvis import (
     _check_int,
     _check_list,
     check_segmentation,
-    read_json_range,
+    descriptor_from_spill,
+    read_bytes_range,
     scan_json_object,
+    spill_line,
     unsafe_relative_path,
 )
 
@@ -140,19 +143,30 @@ class CocoIndex:
                 counts[reason] = counts.get(reason, 0) + 1
         return counts
 
-    def iter_descriptors(self) -> Iterator[dict[str, Any]]:
-        """One-frame descriptors of the kept images in file order, one image read at a time."""
+    def context(self) -> dict[str, Any]:
+        """What ``ytvis.descriptor_from_spill`` needs besides a spilled line."""
+        return {"dataset": "coco", "root": str(self.root), "mapping": {str(k): v for k, v in self.mapping.items()}}
+
+    def iter_spill(self) -> Iterator[tuple[list[str], bytes]]:
+        """Per kept image in file order: ``([file_name], line)`` (see ``ytvis.YtvisIndex.iter_spill``)."""
         with open(self.path, "rb") as handle:
             for k, image_id in enumerate(self.image_ids):
                 kept = self._kept(image_id)
                 if not kept or len(kept) > MAX_INSTANCES:
                     continue
-                image = read_json_range(handle, self.image_ranges[2 * k], self.image_ranges[2 * k + 1])
-                anns = [read_json_range(handle, start, stop) for start, stop, _ in kept]
-                yield _descriptor(image, anns, self.root, self.mapping)
+                raw_image = read_bytes_range(handle, self.image_ranges[2 * k], self.image_ranges[2 * k + 1])
+                raw_anns = [read_bytes_range(handle, start, stop) for start, stop, _ in kept]
+                yield [json.loads(raw_image)["file_name"]], spill_line(raw_image, raw_anns)
+
+    def iter_descriptors(self) -> Iterator[dict[str, Any]]:
+        """One-frame descriptors of the kept images in file order, one image read at a time."""
+        context = self.context()
+        for _, line in self.iter_spill():
+            yield descriptor_from_spill(line, context)
 
 
-def _descriptor(image: dict[str, Any], anns: list[dict[str, Any]], root: Path, mapping: dict[int, int]) -> dict:
+def coco_descriptor(image: dict[str, Any], anns: list[dict[str, Any]], root: Path, mapping: dict[int, int]) -> dict:
+    """The one-frame descriptor of a COCO image with its kept annotations."""
     unsafe = unsafe_relative_path(image["file_name"])
     return {
         "dataset": "coco",

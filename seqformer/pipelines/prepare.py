@@ -5,13 +5,14 @@ Streaming, so memory stays flat as the dataset grows:
 * Index (driver): each annotation JSON is read once by a streaming parser that validates every element and keeps a
   compact per-video index of byte ranges into the file (``ytvis.YtvisIndex``, ``coco.CocoIndex``); schema errors
   fail fast here, before anything is built.
-* Plan (driver): descriptors are re-read one video at a time, grouped into shards of at most ``shard_size`` planned
-  records and, inside a shard, into *windows* of about ``window_frames`` frames. Each descriptor is hashed into its
-  shard's fingerprint (config hash + annotations + size/mtime of each frame file) and appended to a spill file of
-  JSON lines; a window is only its byte range there. A shard whose committed file carries the same fingerprint is
-  reused (incremental re-runs, also after a crash). The driver holds at most one window of descriptors.
+* Plan (driver): videos are re-read one at a time as their original JSON bytes (only the small ``videos`` element
+  is parsed, for its frame names), grouped into shards of at most ``shard_size`` planned records and, inside a
+  shard, into *windows* of about ``window_frames`` frames. Each video's bytes are hashed into its shard's
+  fingerprint (config hash + annotations + size/mtime of each frame file) and appended to a spill file of JSON
+  lines; a window is only its byte range there. A shard whose committed file carries the same fingerprint is reused
+  (incremental re-runs, also after a crash). The driver holds at most one window of videos, never as descriptors.
 * Build: the executor (Ray Data, ``ray_data.ray_executor``, or the plain loop :func:`local_executor`) turns each
-  window into an Arrow table of records on a worker (read the window's descriptors back, decode and check every
+  window into an Arrow table of records on a worker (parse the window's videos into descriptors, decode and check every
   frame, resize only frames over ``max_size``, RLE-encode masks) and yields the tables in window order.
 * Write (driver): tables are appended to the current shard's Parquet file under a temporary name; a shard is renamed
   into place when its last window has arrived, so a crash never leaves a partial shard under a final name. Counts
@@ -44,7 +45,7 @@ from seqformer.pipelines.clip_records import (
     write_json_atomic,
 )
 from seqformer.pipelines.coco import CocoIndex
-from seqformer.pipelines.ytvis import YtvisIndex, file_sha256, iter_frame_stats
+from seqformer.pipelines.ytvis import YtvisIndex, descriptor_from_spill, file_sha256, iter_frame_stats
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +98,9 @@ WindowResult = tuple[pa.Table, dict[str, Any]]
 """Records of one window (``RECORD_SCHEMA``) and its outcome: ``videos``, ``records``, ``frames``, ``instances``,
 ``category_counts`` and ``skipped`` (``{dataset, video_id, name, reason}`` per skipped video)."""
 
-Executor = Callable[[list[dict[str, Any]]], Iterator[tuple[int, WindowResult]]]
-"""Takes window references (``{"spill", "offset", "size", "videos"}``); yields ``(position, result)`` in input
-order."""
+Executor = Callable[[Iterable[dict[str, Any]]], Iterator[tuple[int, WindowResult]]]
+"""Takes window references (``{"spill", "offset", "size", "videos", "context"}``, planned lazily as they are
+pulled); yields ``(position, result)`` in input order."""
 
 
 def read_window(item: dict[str, Any]) -> list[dict[str, Any]]:
@@ -107,7 +108,7 @@ def read_window(item: dict[str, Any]) -> list[dict[str, Any]]:
     with open(item["spill"], "rb") as handle:
         handle.seek(item["offset"])
         data = handle.read(item["size"])
-    return [json.loads(line) for line in data.splitlines()]
+    return [descriptor_from_spill(line, item["context"]) for line in data.split(b"\n")]
 
 
 def build_window(item: dict[str, Any], options: PrepareOptions) -> WindowResult:
@@ -152,7 +153,7 @@ def build_window(item: dict[str, Any], options: PrepareOptions) -> WindowResult:
 def local_executor(options: PrepareOptions) -> Executor:
     """A plain single-process loop (the baseline of ``benchmarks/prepare.py`` and Ray-free tests)."""
 
-    def run(items: list[dict[str, Any]]) -> Iterator[tuple[int, WindowResult]]:
+    def run(items: Iterable[dict[str, Any]]) -> Iterator[tuple[int, WindowResult]]:
         for position, item in enumerate(items):
             yield position, build_window(item, options)
 
@@ -172,11 +173,18 @@ class _Spill:
         self._handle = open(self.path, "wb")  # noqa: SIM115 - closed in close()
         self._offset = 0
 
-    def window(self, lines: list[bytes]) -> dict[str, Any]:
+    def window(self, lines: list[bytes], context: dict[str, Any]) -> dict[str, Any]:
         data = b"\n".join(lines)
         self._handle.write(data)
-        item = {"spill": str(self.path), "offset": self._offset, "size": len(data), "videos": len(lines)}
+        item = {
+            "spill": str(self.path),
+            "offset": self._offset,
+            "size": len(data),
+            "videos": len(lines),
+            "context": context,
+        }
         self._offset += len(data)
+        self._handle.flush()  # workers read it while the driver goes on planning
         return item
 
     def close(self) -> None:
@@ -194,72 +202,89 @@ class _Spill:
 class _ShardPlan:
     dataset: str
     index: int
-    windows: list[dict[str, Any]]
-    fingerprint: str
-    file: str
+    fingerprint: str = ""
+    file: str = ""
     meta: dict[str, Any] | None = None
     reused: bool = False
+    closed: bool = False
 
 
 class _Planner:
-    """Groups a stream of descriptors into shard plans; holds at most one window of descriptors (as JSON lines)."""
+    """Groups a stream of videos into shard plans and windows; holds at most one window of videos (as JSON lines).
 
-    def __init__(self, dataset: str, options: PrepareOptions, out: Path, spill: _Spill) -> None:
-        self.dataset, self.options, self.out, self.spill = dataset, options, out, spill
+    :meth:`add` returns the windows that may be built now. Windows of a shard that cannot be a reuse (no committed
+    file of that dataset and index exists) go out as soon as they are full; otherwise they wait for the shard's
+    fingerprint and are dropped if the shard is reused.
+    """
+
+    def __init__(
+        self, dataset: str, context: dict[str, Any], options: PrepareOptions, out: Path, spill: _Spill
+    ) -> None:
+        self.dataset, self.context, self.options, self.out, self.spill = dataset, context, options, out, spill
+        self.root = Path(context["root"])
         self.plans: list[_ShardPlan] = []
-        self._reset()
+        self._existing = {p.name.split("-")[1] for p in out.glob(f"{dataset}-*.parquet") if p.name.count("-") >= 2}
+        self._new_shard()
 
-    def _reset(self) -> None:
+    def _new_shard(self) -> None:
+        self.plan = _ShardPlan(self.dataset, len(self.plans))
+        self._maybe_reused = f"{self.plan.index:05d}" in self._existing
         self._digest = hashlib.sha256(self.options.record_hash().encode())
+        self._digest.update(json.dumps(self.context, sort_keys=True).encode())
         self._planned = 0
-        self._windows: list[dict[str, Any]] = []
+        self._held: list[dict[str, Any]] = []
         self._lines: list[bytes] = []
         self._frames = 0
         self._videos = 0
 
-    def add(self, descriptor: dict[str, Any]) -> None:
-        planned = planned_records(descriptor, self.options.num_frames)
+    def add(self, file_names: list[str], line: bytes) -> list[tuple[_ShardPlan, dict[str, Any]]]:
+        """Plan one video: ``line`` is its spilled annotations (``YtvisIndex.iter_spill``)."""
+        frames = len(file_names)
+        planned = planned_records({"file_names": file_names}, self.options.num_frames)
+        ready = []
         if self._videos and self._planned + planned > self.options.shard_size:
-            self.close_shard()
-        line = json.dumps(descriptor, sort_keys=True).encode()
+            ready += self.close_shard()
         self._digest.update(line)
-        self._digest.update(json.dumps(list(iter_frame_stats(descriptor))).encode())
-        frames = len(descriptor["file_names"])
+        paths = {"frame_paths": [str(self.root / name) for name in file_names]}
+        self._digest.update(json.dumps(list(iter_frame_stats(paths))).encode())
         if self._lines and self._frames + frames > self.options.window_frames:
-            self._close_window()
+            ready += self._close_window()
         self._lines.append(line)
         self._frames += frames
         self._planned += planned
         self._videos += 1
+        return ready
 
-    def _close_window(self) -> None:
-        if self._lines:
-            self._windows.append(self.spill.window(self._lines))
-            self._lines, self._frames = [], 0
+    def _close_window(self) -> list[tuple[_ShardPlan, dict[str, Any]]]:
+        if not self._lines:
+            return []
+        window = self.spill.window(self._lines, self.context)
+        self._lines, self._frames = [], 0
+        if self._maybe_reused:
+            self._held.append(window)
+            return []
+        return [(self.plan, window)]
 
-    def close_shard(self) -> None:
+    def close_shard(self) -> list[tuple[_ShardPlan, dict[str, Any]]]:
+        """Close the current shard (fingerprint, name, reuse); returns its windows still to build."""
         if not self._videos:
-            return
-        self._close_window()
-        fingerprint = self._digest.hexdigest()
-        name = f"{self.dataset}-{len(self.plans):05d}-{fingerprint[:16]}.parquet"
-        path = self.out / name
-        meta = shard_metadata(path) if path.is_file() else None
-        reused = meta is not None and meta.get("fingerprint") == fingerprint
-        if reused:
+            return []
+        ready = self._close_window()
+        plan = self.plan
+        plan.fingerprint = self._digest.hexdigest()
+        plan.file = f"{self.dataset}-{plan.index:05d}-{plan.fingerprint[:16]}.parquet"
+        path = self.out / plan.file
+        meta = shard_metadata(path) if self._maybe_reused and path.is_file() else None
+        plan.reused = meta is not None and meta.get("fingerprint") == plan.fingerprint
+        if plan.reused:
             meta["bytes"] = path.stat().st_size
-        self.plans.append(
-            _ShardPlan(
-                self.dataset,
-                len(self.plans),
-                [] if reused else self._windows,
-                fingerprint,
-                name,
-                meta if reused else None,
-                reused,
-            )
-        )
-        self._reset()
+            plan.meta = meta
+        else:
+            ready += [(plan, window) for window in self._held]
+        plan.closed = True
+        self.plans.append(plan)
+        self._new_shard()
+        return ready
 
 
 def _index_source(source: Source) -> tuple[YtvisIndex | CocoIndex, dict[str, Any]]:
@@ -309,10 +334,12 @@ class _Totals:
 
 class _OpenShard:
     def __init__(self, plan: _ShardPlan, out: Path, options: PrepareOptions) -> None:
-        self.plan = plan
-        self.writer = ShardWriter(out / plan.file, row_group_size=options.row_group_size)
+        self.plan, self.out = plan, out
+        # the final name (it holds the fingerprint) is known once the shard is planned to its end: rename then
+        provisional = out / f"{plan.dataset}-{plan.index:05d}.parquet"
+        self.writer = ShardWriter(provisional, row_group_size=options.row_group_size)
         self.meta: dict[str, Any] = {
-            "fingerprint": plan.fingerprint,
+            "fingerprint": "",
             "dataset": plan.dataset,
             "records": 0,
             "frames": 0,
@@ -336,36 +363,15 @@ class _OpenShard:
             meta["skipped"].append({"dataset": skip["dataset"], "video_id": skip["video_id"], "reason": skip["reason"]})
 
     def commit(self) -> dict[str, Any]:
+        assert self.plan.closed, "a shard is committed only after it was planned to its end"
+        self.meta["fingerprint"] = self.plan.fingerprint
+        self.writer.path = self.out / self.plan.file
         self.meta["bytes"] = self.writer.commit(self.meta)
         self.plan.meta = self.meta
         logger.info(
             "shard %s: %d records (%d skipped)", self.plan.file, self.meta["records"], len(self.meta["skipped"])
         )
         return self.meta
-
-
-def _write_pending(
-    pending: list[_ShardPlan], executor: Executor, options: PrepareOptions, out: Path, totals: _Totals
-) -> None:
-    """Stream the pending shards' windows through the executor; commit each shard when its last window arrived."""
-    owners = [(plan, k == len(plan.windows) - 1) for plan in pending for k in range(len(plan.windows))]
-    items = [item for plan in pending for item in plan.windows]
-    current: _OpenShard | None = None
-    try:
-        for position, (table, outcome) in executor(items):
-            plan, last = owners[position]
-            if current is None:
-                current = _OpenShard(plan, out, options)
-            assert current.plan is plan, "executor results out of order"
-            current.add(table, outcome)
-            del table
-            if last:
-                totals.add(plan.dataset, current.commit())
-                current = None
-        assert current is None, "executor stopped before the last window"
-    finally:
-        if current is not None:
-            current.writer.abort()
 
 
 def prepare(
@@ -381,8 +387,8 @@ def prepare(
         sources: YouTube-VIS and/or COCO inputs.
         output_dir: folder for the shards and ``manifest.json`` (created).
         options: record and shard settings.
-        executor: how windows of descriptors are turned into records; default :func:`local_executor`. The CLI
-            passes ``ray_data.ray_executor(options)``.
+        executor: how windows of videos are turned into records; default :func:`local_executor`. The CLI passes
+            ``ray_data.ray_executor(options)``.
 
     Raises:
         FileNotFoundError: an annotation file is missing.
@@ -407,29 +413,54 @@ def prepare(
     categories: list[dict[str, Any]] = []
     plans: list[_ShardPlan] = []
     totals = _Totals()
-    spill = _Spill(out)
-    try:
+    owners: dict[int, _ShardPlan] = {}  # position of a window handed to the executor -> its shard (until written)
+
+    def windows(spill: _Spill) -> Iterator[dict[str, Any]]:
+        """Plans lazily, as the executor pulls windows: planning overlaps building."""
         for source, index, _ in indexed:
-            planner = _Planner(source.dataset, options, out, spill)
-            for descriptor in index.iter_descriptors():
-                planner.add(descriptor)
-            planner.close_shard()
-            plans += planner.plans
-            if isinstance(index, YtvisIndex):
-                skipped += index.unlisted_skips()
-                categories += [c for c in index.categories if c not in categories]
-        spill.flush()
-        pending = [p for p in plans if not p.reused]
-        for plan in plans:
-            if plan.reused:
-                totals.add(plan.dataset, plan.meta)
-        logger.info("%d shards planned, %d reused, %d to build", len(plans), len(plans) - len(pending), len(pending))
-        if pending:
-            _write_pending(pending, executor or local_executor(options), options, out, totals)
+            planner = _Planner(source.dataset, index.context(), options, out, spill)
+            for file_names, line in index.iter_spill():
+                for plan, window in planner.add(file_names, line):
+                    owners[len(owners) + written[0]] = plan  # = the number of windows handed out so far
+                    yield window
+            for plan, window in planner.close_shard():
+                owners[len(owners) + written[0]] = plan
+                yield window
+            plans.extend(planner.plans)
+
+    written = [0]
+    spill = _Spill(out)
+    current: _OpenShard | None = None
+    try:
+        for position, (table, outcome) in (executor or local_executor(options))(windows(spill)):
+            assert position == written[0], "executor results out of order"
+            plan = owners.pop(position)
+            written[0] += 1
+            if current is not None and current.plan is not plan:
+                totals.add(current.plan.dataset, current.commit())
+                current = None
+            if current is None:
+                current = _OpenShard(plan, out, options)
+            current.add(table, outcome)
+            del table
+        if current is not None:
+            totals.add(current.plan.dataset, current.commit())
+            current = None
+        assert not owners, "the executor stopped before the last window"
     finally:
+        if current is not None:
+            current.writer.abort()
         spill.remove()
+    for _, index, _ in indexed:
+        if isinstance(index, YtvisIndex):
+            skipped += index.unlisted_skips()
+            categories += [c for c in index.categories if c not in categories]
     for plan in plans:
+        if plan.reused:
+            totals.add(plan.dataset, plan.meta)
         skipped += plan.meta["skipped"]
+    reused = sum(p.reused for p in plans)
+    logger.info("%d shards: %d reused, %d built", len(plans), reused, len(plans) - reused)
     manifest = _manifest(plans, skipped, categories, [info for _, _, info in indexed], totals, options, start)
     listed = {p.file for p in plans}
     for path in out.glob("*.parquet"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,9 @@ def _quiet_data_context(preserve_order: bool) -> None:
     ctx.enable_progress_bars = False
 
 
-def ray_executor(options: PrepareOptions, *, max_in_flight_mib: int | None = None) -> Executor:
+def ray_executor(
+    options: PrepareOptions, *, max_in_flight_mib: int | None = None, max_batch_windows: int = 1024
+) -> Executor:
     """A prepare executor that builds records on Ray Data workers (one window per task), yielding in input order.
 
     The input is the list of window references (a few integers each; the descriptors stay in the spill file until
@@ -70,6 +72,9 @@ def ray_executor(options: PrepareOptions, *, max_in_flight_mib: int | None = Non
             for the driver plus inputs). Default: 64 MiB per cluster CPU, at least 128 MiB. This is what keeps the
             memory flat when the workers outpace the driver: without it, finished windows could pile up to Ray
             Data's default budget (a fraction of the whole object store).
+        max_batch_windows: most windows per Ray Data dataset. Windows are planned lazily: the first dataset starts
+            on ``2 * CPUs`` windows and the driver plans eight more per finished window meanwhile, so the following
+            dataset usually takes the rest.
     """
 
     def build(row: dict[str, Any]) -> dict[str, Any]:
@@ -79,22 +84,42 @@ def ray_executor(options: PrepareOptions, *, max_in_flight_mib: int | None = Non
             writer.write_table(table)
         return {"position": row["position"], "outcome": json.dumps(outcome), "records": sink.getvalue().to_pybytes()}
 
-    def run(items: list[dict[str, Any]]) -> Iterator[tuple[int, WindowResult]]:
-        if not items:
-            return
+    def run(items: Iterable[dict[str, Any]]) -> Iterator[tuple[int, WindowResult]]:
+        source = iter(items)
         ctx = ray.data.DataContext.get_current()
         saved = (ctx.execution_options.preserve_order, ctx.execution_options.resource_limits, ctx.enable_progress_bars)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         cap = (max_in_flight_mib or max(128, 64 * cpus)) * 2**20
+        pending: list[dict[str, Any]] = []
+
+        def pull(count: int) -> bool:
+            """Plan up to ``count`` more windows (prepare plans lazily); False once the input is exhausted."""
+            for _ in range(count):
+                item = next(source, None)
+                if item is None:
+                    return False
+                pending.append(item)
+            return True
+
         try:
             ctx.execution_options.preserve_order = True
             ctx.execution_options.resource_limits = ray.data.ExecutionResources(object_store_memory=cap)
             ctx.enable_progress_bars = False
-            rows = [{"position": i, "item": item} for i, item in enumerate(items)]
-            dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map(build, num_cpus=1)
-            for row in dataset.iter_rows():
-                table = pa.ipc.open_stream(pa.py_buffer(row["records"])).read_all()
-                yield int(row["position"]), (table, json.loads(row["outcome"]))
+            more = pull(2 * cpus)
+            position = 0
+            while pending:
+                # one Ray Data dataset per batch of planned windows; while it runs, the driver plans the next batch
+                batch, pending[:] = pending[:max_batch_windows], pending[max_batch_windows:]
+                rows = [{"position": position + i, "item": item} for i, item in enumerate(batch)]
+                position += len(batch)
+                dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map(build, num_cpus=1)
+                for row in dataset.iter_rows():
+                    if more:
+                        more = pull(8)
+                    table = pa.ipc.open_stream(pa.py_buffer(row["records"])).read_all()
+                    yield int(row["position"]), (table, json.loads(row["outcome"]))
+                if more and not pending:
+                    more = pull(2 * cpus)
         finally:
             ctx.execution_options.preserve_order, ctx.execution_options.resource_limits = saved[:2]
             ctx.enable_progress_bars = saved[2]

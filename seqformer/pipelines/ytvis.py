@@ -303,10 +303,15 @@ def scan_json_object(
     return others, seen
 
 
+def read_bytes_range(handle: BinaryIO, start: int, stop: int) -> bytes:
+    """Bytes ``[start, stop)`` of an open file."""
+    handle.seek(start)
+    return handle.read(stop - start)
+
+
 def read_json_range(handle: BinaryIO, start: int, stop: int) -> Any:
     """Decode the JSON value stored at bytes ``[start, stop)`` of an open file."""
-    handle.seek(start)
-    return json.loads(handle.read(stop - start))
+    return json.loads(read_bytes_range(handle, start, stop))
 
 
 def frame_dir(root: str | Path) -> Path:
@@ -494,15 +499,56 @@ class YtvisIndex:
             if vid not in listed
         ]
 
-    def iter_descriptors(self) -> Iterator[dict[str, Any]]:
-        """Per-video descriptors in the JSON's video order, one video read from the file at a time."""
-        category_ids = {c["id"] for c in self.categories}
+    def context(self) -> dict[str, Any]:
+        """What :func:`descriptor_from_spill` needs besides a spilled line (small; travels with each window)."""
+        return {
+            "dataset": self.dataset,
+            "root": str(self.root),
+            "category_ids": sorted({c["id"] for c in self.categories}),
+        }
+
+    def iter_spill(self) -> Iterator[tuple[list[str], bytes]]:
+        """Per video in the JSON's order: ``(file_names, line)``, one video read from the file at a time.
+
+        ``line`` is ``{"video": ..., "annotations": [...]}`` assembled from the elements' original bytes (never
+        re-encoded; one line), to be turned into a descriptor on a worker by :func:`descriptor_from_spill`.
+        """
         with open(self.path, "rb") as handle:
             for k, vid in enumerate(self.video_ids):
-                video = read_json_range(handle, self.video_ranges[2 * k], self.video_ranges[2 * k + 1])
+                raw_video = read_bytes_range(handle, self.video_ranges[2 * k], self.video_ranges[2 * k + 1])
+                file_names = json.loads(raw_video)["file_names"]
                 ranges = self.annotation_ranges.get(vid, ())
-                anns = [read_json_range(handle, ranges[j], ranges[j + 1]) for j in range(0, len(ranges), 2)]
-                yield _descriptor(video, anns, self.root, category_ids, self.dataset)
+                raw_anns = [read_bytes_range(handle, ranges[j], ranges[j + 1]) for j in range(0, len(ranges), 2)]
+                yield file_names, spill_line(raw_video, raw_anns)
+
+    def iter_descriptors(self) -> Iterator[dict[str, Any]]:
+        """Per-video descriptors in the JSON's video order, one video read from the file at a time."""
+        context = self.context()
+        for _, line in self.iter_spill():
+            yield descriptor_from_spill(line, context)
+
+
+def spill_line(raw_item: bytes, raw_annotations: list[bytes]) -> bytes:
+    """One JSON line ``{"video": item, "annotations": [...]}`` from the elements' original bytes.
+
+    Newlines outside strings are JSON whitespace and JSON strings cannot hold raw newlines, so replacing them with
+    spaces keeps the values exactly.
+    """
+    line = b'{"video":' + raw_item + b',"annotations":[' + b",".join(raw_annotations) + b"]}"
+    return line.replace(b"\n", b" ").replace(b"\r", b" ")
+
+
+def descriptor_from_spill(line: bytes, context: dict[str, Any]) -> dict[str, Any]:
+    """The descriptor of one spilled video (YouTube-VIS or COCO, per ``context["dataset"]``)."""
+    item = json.loads(line)
+    if context["dataset"] == "coco":
+        from seqformer.pipelines.coco import coco_descriptor
+
+        mapping = {int(k): int(v) for k, v in context["mapping"].items()}
+        return coco_descriptor(item["video"], item["annotations"], Path(context["root"]), mapping)
+    return _descriptor(
+        item["video"], item["annotations"], Path(context["root"]), set(context["category_ids"]), context["dataset"]
+    )
 
 
 def load_ytvis(
