@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import logging
 import numbers
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,6 @@ class Detections:
         scores: float64 ``[num_entries]``.
         frames: the masks, one owner per entry (areas filled).
         avg_areas: float64 ``[num_entries]`` mean of the non-zero frame areas (0 if none).
-        groups: (video id, category id) -> entry indices in file order (known categories only).
     """
 
     video_ids: list[Any]
@@ -49,7 +47,6 @@ class Detections:
     scores: np.ndarray
     frames: FrameTable
     avg_areas: np.ndarray
-    groups: dict[tuple[Any, Any], list[int]]
 
 
 def read_results_file(path: PathLike, gt: GroundTruth, problems: Problems, source: str | None = None) -> Detections:
@@ -197,7 +194,7 @@ def _finish(
     source: str,
     bad: int | None,
 ) -> Detections:
-    """Warnings for what the official evaluator accepts silently, groups and mean areas, once the areas are known.
+    """Warnings for what the official evaluator accepts silently and mean areas, once the areas are known.
 
     ``bad`` is the first frame that is not a valid mask of its size (from :meth:`FrameTable.compute_areas`), if any.
     """
@@ -208,16 +205,12 @@ def _finish(
             f"RLE cannot be decoded: {table.invalid_reason(bad)}"
         )
     _warn(video_ids, category_ids, scores, table, gt, problems, source)
-    groups: dict[tuple[Any, Any], list[int]] = defaultdict(list)
-    for index, key in enumerate(zip(video_ids, category_ids)):
-        if key[1] in gt.category_names:
-            groups[key].append(index)
     counts = table.frame_counts()
     owner = np.repeat(np.arange(len(counts)), counts)
     sums = np.bincount(owner, weights=table.area, minlength=len(counts))
     nonzero = np.bincount(owner, weights=table.area > 0, minlength=len(counts))
     avg_areas = np.divide(sums, nonzero, out=np.zeros(len(counts)), where=nonzero > 0)
-    return Detections(video_ids, category_ids, scores, table, avg_areas, dict(groups))
+    return Detections(video_ids, category_ids, scores, table, avg_areas)
 
 
 def _warn(
@@ -229,17 +222,21 @@ def _warn(
     problems: Problems,
     source: str,
 ) -> None:
-    counts = table.frame_counts().tolist()
+    counts = table.frame_counts()
     videos = [gt.videos[v] for v in video_ids]
     present = table.start >= 0
     video_h = np.repeat([v.height for v in videos], counts)
     video_w = np.repeat([v.width for v in videos], counts)
     odd = present & ((table.height != video_h) | (table.width != video_w))
-    odd_owners = set(np.searchsorted(table.offsets, np.flatnonzero(odd), side="right") - 1)
-    finite = np.isfinite(scores)
-    for index, (video_id, category_id, video) in enumerate(zip(video_ids, category_ids, videos)):
+    odd_owners = np.zeros(len(counts), dtype=bool)
+    odd_owners[np.searchsorted(table.offsets, np.flatnonzero(odd), side="right") - 1] = True
+    lengths = np.array([-1 if v.length is None else v.length for v in videos], dtype=np.int64)
+    unknown = np.fromiter((c not in gt.category_names for c in category_ids), dtype=bool, count=len(category_ids))
+    flagged = unknown | ((lengths >= 0) & (counts != lengths)) | odd_owners | ~np.isfinite(scores)
+    for index in np.flatnonzero(flagged).tolist():  # messages for the flagged entries only, in file order
+        video_id, category_id, video = video_ids[index], category_ids[index], videos[index]
         where = f"{source}[{index}] (video_id={video_id!r})"
-        if category_id not in gt.category_names:
+        if unknown[index]:
             problems.warn(
                 f"{where}: category_id {category_id!r} is not a ground-truth category; the "
                 "official evaluator drops this prediction"
@@ -249,7 +246,7 @@ def _warn(
                 f"{where}: {counts[index]} segmentations for a video of {video.length} frames; frames are "
                 "paired up to the shorter of the two lists, as in the official evaluator"
             )
-        if index in odd_owners:
+        if odd_owners[index]:
             first = int(table.offsets[index])
             frames = np.flatnonzero(odd[first : first + counts[index]])
             sizes = sorted({(int(table.height[first + f]), int(table.width[first + f])) for f in frames})
@@ -258,5 +255,5 @@ def _warn(
                 f"{frames[:10].tolist()}); such frames add nothing to intersection or union where the ground truth "
                 "is present"
             )
-        if not finite[index]:
+        if not np.isfinite(scores[index]):
             problems.warn(f"{where}: score {scores[index]!r} is not finite")

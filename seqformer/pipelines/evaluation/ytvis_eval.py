@@ -159,7 +159,8 @@ def _precision_recall(gt: GroundTruth, dets: Detections) -> tuple[np.ndarray, np
     gt_codes = np.array(
         [video_pos[v] * num_k + category_pos[c] for v, c in gt_keys for _ in gt.tracks[(v, c)]], dtype=np.int64
     )
-    codes = np.union1d(dt_codes, gt_codes)  # the problems, in official order
+    codes = np.sort(np.concatenate([dt_codes, gt_codes]))
+    codes = codes[np.concatenate([[True], codes[1:] != codes[:-1]])] if len(codes) else codes  # the problems, in order
     dt_counts = np.bincount(np.searchsorted(codes, dt_codes), minlength=len(codes))
     gt_counts = np.bincount(np.searchsorted(codes, gt_codes), minlength=len(codes))
     track_index = np.array([t.index for t in tracks], dtype=np.int64)

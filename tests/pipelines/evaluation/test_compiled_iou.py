@@ -97,14 +97,15 @@ def test_video_ious_per_problem_blocks_match_the_official_walk():
     ]
     dets = parse_results(results, parsed, Problems())
     keys = [(1, 1), (1, 2)]
-    blocks = video_ious(dets, parsed, [(dets.groups[k], [t.index for t in parsed.tracks[k]]) for k in keys])
+    groups = {key: [e for e, r in enumerate(results) if (r["video_id"], r["category_id"]) == key] for key in keys}
+    blocks = video_ious(dets, parsed, [(groups[k], [t.index for t in parsed.tracks[k]]) for k in keys])
     for key, block in zip(keys, blocks):
         expected = [
             [
                 official_video_iou(results[e]["segmentations"], [rle(m) for m in masks[t.ann_id - 1]])
                 for t in parsed.tracks[key]
             ]
-            for e in dets.groups[key]
+            for e in groups[key]
         ]
         np.testing.assert_array_equal(block, expected)
 
