@@ -4,8 +4,10 @@ Shapes are SeqFormer's on a 5-frame 360x640 clip (levels 45x80, 23x40, 12x20, 6x
 4 points): the encoder (every pixel a query, frames as the batch) and the decoder (300 queries per frame).
 For each implementation it measures forward and forward+backward wall time and CPU time (``time.process_time``, all
 threads of the process; median of repeats after a warm-up) and the peak memory allocated above the inputs during the
-call, then prints a table and writes JSON. Times are medians (minimums also go to the JSON); speed-ups are of medians
-within one run, so machine load affects both sides. On a shared machine CPU time is the steadier figure: other work
+call, then prints a table and writes JSON. Repetitions are interleaved: each round calls every implementation once,
+so a change of machine load during the run affects all of them alike. Times are medians (minimums also go to the
+JSON); speed-ups (the JSON's ``speedups``) are ratios of medians within one run. The 1-minute load average at the
+start and the end is recorded. On a shared machine CPU time is the steadier figure: other work
 stretches wall time, CPU time only through shared caches and memory bandwidth. ``--threads 1`` gives single-thread
 figures.
 
@@ -13,7 +15,8 @@ Peak memory: Linux's peak resident set size, reset before each measured call (``
 resident size before it. glibc is told to return every large block to the system at once
 (``MALLOC_MMAP_THRESHOLD_``, set by re-running this script with it), so freed memory does not hide a later peak.
 This also makes every call fault in fresh pages for its outputs, which is part of the timings (~0.65 ms per MB of
-output on the development machine). ``--glibc-default`` skips the setting: timings then reflect a training loop,
+output in 4 KiB pages on the development machine; the compiled kernel asks for transparent huge pages for its large
+outputs, see docs/kernels.md). ``--glibc-default`` skips the setting: timings then reflect a training loop,
 where glibc reuses freed blocks, and peak memory figures are not reliable.
 
 Peers: ``torch-ms-deform-attn`` (PyPI; the only package found with a CPU kernel of this op) is compared when it
@@ -40,6 +43,7 @@ from pathlib import Path
 _MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 LEVELS = ((45, 80), (23, 40), (12, 20), (6, 10))
 FRAMES, HEADS, CHANNELS, POINTS, DECODER_QUERIES = 5, 8, 32, 4, 300
+COMPILED = "seqformer compiled CPU"
 
 
 def _rss_kib(field: str) -> int:
@@ -102,7 +106,7 @@ def _implementations(peer_path: str | None) -> dict[str, Callable | str]:
 
     impls: dict[str, Callable | str] = {
         "reference (grid_sample)": ms_deform_attn_reference,
-        "seqformer compiled CPU": lambda *a: ms_deform_attn(*a, backend="compiled"),
+        COMPILED: lambda *a: ms_deform_attn(*a, backend="compiled"),
     }
     if peer_path:
         sys.path.insert(0, peer_path)
@@ -115,11 +119,17 @@ def _implementations(peer_path: str | None) -> dict[str, Callable | str]:
     return impls
 
 
-def _measure(fn: Callable, inputs, repeats: int, backward: bool) -> dict[str, float]:
-    """Wall and CPU milliseconds (median, minimum) and peak MiB of one forward or forward+backward call."""
+def _call(fn: Callable, inputs, backward: bool) -> tuple[Callable[[], object], tuple]:
+    """A forward (or forward+backward) call of ``fn`` on its own leaves of the inputs, and those leaves."""
+    import torch
+
     value, shapes, starts, locations, weights = inputs
+    leaves = ()
+    grad_out = None
     if backward:
-        value, locations, weights = (t.detach().requires_grad_(True) for t in (value, locations, weights))
+        leaves = tuple(t.detach().requires_grad_(True) for t in (value, locations, weights))
+        value, locations, weights = leaves
+        grad_out = torch.ones(value.shape[0], locations.shape[1], value.shape[2] * value.shape[3], dtype=value.dtype)
 
     def call():
         out = fn(value, shapes, starts, locations, weights)
@@ -127,30 +137,65 @@ def _measure(fn: Callable, inputs, repeats: int, backward: bool) -> dict[str, fl
             out.backward(grad_out)
         return out
 
-    grad_out = None
-    if backward:
-        import torch
+    return call, leaves
 
-        grad_out = torch.ones(value.shape[0], locations.shape[1], value.shape[2] * value.shape[3], dtype=value.dtype)
-    call()  # warm-up (and the lazy build)
-    times, cpu_times = [], []
-    for _ in range(repeats):
-        for t in (value, locations, weights):
+
+def _measure_side_by_side(impls: dict[str, Callable], inputs, repeats: int, backward: bool) -> dict[str, dict]:
+    """Wall and CPU milliseconds (median, minimum) and peak MiB of one call of each implementation.
+
+    Repetitions are interleaved (one call of each implementation per round, after one warm-up call each), so a
+    change of machine load during the measurement affects every implementation alike.
+    """
+    calls, leaves = {}, []
+    for name, fn in impls.items():
+        calls[name], its_leaves = _call(fn, inputs, backward)
+        leaves.extend(its_leaves)
+
+    def clear() -> None:  # gradients are dropped outside the timed region, so each call allocates them afresh
+        for t in leaves:
             t.grad = None
-        start, cpu_start = time.perf_counter(), time.process_time()
-        call()
-        times.append((time.perf_counter() - start) * 1e3)
-        cpu_times.append((time.process_time() - cpu_start) * 1e3)
-    for t in (value, locations, weights):
-        t.grad = None
-    peak = _peak_mib(call)
+
+    for call in calls.values():
+        clear()
+        call()  # warm-up (and the lazy build)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    cpu_times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            clear()
+            start, cpu_start = time.perf_counter(), time.process_time()
+            call()
+            times[name].append((time.perf_counter() - start) * 1e3)
+            cpu_times[name].append((time.process_time() - cpu_start) * 1e3)
+    peaks = {}
+    for name, call in calls.items():
+        clear()  # no gradients held from earlier calls: the peak above the inputs is the call's own
+        peaks[name] = _peak_mib(call)
+    clear()
     return {
-        "ms": statistics.median(times),
-        "min_ms": min(times),
-        "cpu_ms": statistics.median(cpu_times),
-        "cpu_min_ms": min(cpu_times),
-        "peak_mib": peak,
+        name: {
+            "ms": statistics.median(times[name]),
+            "min_ms": min(times[name]),
+            "cpu_ms": statistics.median(cpu_times[name]),
+            "cpu_min_ms": min(cpu_times[name]),
+            "peak_mib": peaks[name],
+        }
+        for name in calls
     }
+
+
+def _speedups(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Ratios of medians within this run: compiled CPU against the reference and against each peer."""
+    out: dict[str, dict[str, float]] = {}
+    for ours in (r for r in rows if r["impl"] == COMPILED and "note" not in r):
+        for other in (r for r in rows if r["shape"] == ours["shape"] and r["impl"] != COMPILED and "note" not in r):
+            key = f"{ours['shape']} vs {other['impl']}"
+            out[key] = {
+                f"{mode}_{kind}": round(other[f"{mode}_{kind}"] / ours[f"{mode}_{kind}"], 2)
+                for mode in ("fwd", "fwd_bwd")
+                for kind in ("ms", "cpu_ms")
+            }
+    return out
 
 
 def run(repeats: int, json_path: Path, peer_path: str | None, threads: int | None = None) -> list[dict]:
@@ -159,18 +204,19 @@ def run(repeats: int, json_path: Path, peer_path: str | None, threads: int | Non
     if threads is not None:
         torch.set_num_threads(threads)
     impls = _implementations(peer_path)
+    runnable = {name: fn for name, fn in impls.items() if not isinstance(fn, str)}
     load_before = os.getloadavg()
     rows = []
     for shape_name, queries in (("encoder", None), ("decoder", DECODER_QUERIES)):
         inputs = _inputs(queries, torch.float32)
+        figures = {name: {} for name in runnable}
+        for mode, backward in (("fwd", False), ("fwd_bwd", True)):
+            for name, measured in _measure_side_by_side(runnable, inputs, repeats, backward).items():
+                for key, figure in measured.items():
+                    figures[name][f"{mode}_{key}"] = round(figure, 1 if key == "peak_mib" else 2)
         for impl_name, fn in impls.items():
             row = {"shape": shape_name, "impl": impl_name, "queries_per_frame": inputs[3].shape[1]}
-            if isinstance(fn, str):
-                row["note"] = fn
-            else:
-                for mode, backward in (("fwd", False), ("fwd_bwd", True)):
-                    for key, figure in _measure(fn, inputs, repeats, backward).items():
-                        row[f"{mode}_{key}"] = round(figure, 1 if key == "peak_mib" else 2)
+            row.update({"note": fn} if isinstance(fn, str) else figures[impl_name])
             rows.append(row)
     _print_table(rows)
     meta = {
@@ -179,13 +225,14 @@ def run(repeats: int, json_path: Path, peer_path: str | None, threads: int | Non
         "cpu": platform.processor() or platform.machine(),
         "dtype": "float32",
         "repeats": repeats,
+        "timing": "medians of interleaved repetitions (one call of each implementation per round) after a warm-up",
         _MMAP_ENV: os.environ.get(_MMAP_ENV, "glibc default (peak memory not reliable)"),
         # other work on the machine inflates wall times; compare rows of one run, not runs of different loads
         "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "shapes": {"levels": LEVELS, "frames": FRAMES, "heads": HEADS, "channels": CHANNELS, "points": POINTS},
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    json_path.write_text(json.dumps({"meta": meta, "speedups": _speedups(rows), "rows": rows}, indent=2))
     print(f"\nwrote {json_path}")
     return rows
 

@@ -17,6 +17,11 @@
 //   kernels prefetch them a few queries ahead (the hardware prefetchers stop at page boundaries).
 // - Corners outside the map read one of four zero rows after the slice with weight zero, so the four taps of a
 //   sample fuse into one branch-free D-channel loop. D = 32 and 64 are compiled with a fixed trip count.
+// - The per-sample set-up (pixel coordinates, floor, corner rows and bilinear weights, validity) runs a vector of
+//   samples at a time (sample_taps), as do the backward's location and weight gradients once the dot products of a
+//   query's samples are known; only the D-channel taps run sample by sample.
+// - Large outputs are advised onto transparent huge pages (advise_huge_pages): a fresh output then faults once per
+//   2 MiB rather than per 4 KiB page.
 //
 // Portability: the hot loops are compiled twice with GCC target_clones (x86-64-v3 = AVX2 + FMA, and the baseline)
 // and the loader picks one at run time, so the shipped flags need no -march=native. Plain -O3, no -ffast-math:
