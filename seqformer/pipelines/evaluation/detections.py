@@ -63,11 +63,12 @@ def read_results_file(path: PathLike, gt: GroundTruth, problems: Problems, sourc
             f"results file {str(path)!r} does not exist; pass the path of a YouTube-VIS .json/.json.gz"
         )
     with path.open("rb") as handle:
-        buf = bytearray(path.stat().st_size)
-        handle.readinto(buf)
-    if buf[:2] == b"\x1f\x8b":
+        # np.empty, not bytearray(size): no zero-filling pass over a file of hundreds of MB before reading it
+        buf = np.empty(path.stat().st_size, dtype=np.uint8)
+        handle.readinto(memoryview(buf))
+    if bytes(buf[:2]) == b"\x1f\x8b":
         try:
-            buf = bytearray(gzip.decompress(buf))
+            buf = np.frombuffer(bytearray(gzip.decompress(buf)), dtype=np.uint8)
         except (OSError, EOFError) as err:
             raise ValueError(f"results file {str(path)!r} is not valid JSON (gzip): {err}") from err
     parsed = load().read_results(buf)

@@ -38,7 +38,7 @@ class FrameTable:
         offsets: int64 ``[num_owners + 1]`` first frame of each owner.
     """
 
-    buf: bytes | bytearray
+    buf: bytes | bytearray | np.ndarray
     start: np.ndarray
     length: np.ndarray
     height: np.ndarray

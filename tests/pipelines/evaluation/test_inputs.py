@@ -78,6 +78,13 @@ def test_files_plain_gz_missing_and_not_json(tmp_path, gt):
         json.dump(gt, handle)
     res_path.write_text(json.dumps(results))
     assert evaluate_files(gt_path, res_path)["AP"] == pytest.approx(1.0)
+    gz_res_path = tmp_path / "res.json.gz"
+    with gzip.open(gz_res_path, "wt") as handle:
+        json.dump(results, handle)
+    assert evaluate_files(gt_path, gz_res_path)["AP"] == pytest.approx(1.0)
+    gz_res_path.write_bytes(gzip.compress(b"[{not json"))
+    with pytest.raises(ValueError, match=r"res.json.gz.*not valid JSON"):
+        evaluate_files(gt_path, gz_res_path)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json.*not valid JSON"):
