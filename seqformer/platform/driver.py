@@ -36,6 +36,8 @@ class TrainOutcome:
     model_version: int | None = None
     champion: bool = False
     train_seconds: float = 0.0
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    """Metrics reported with the kept (best) checkpoint; the registry tag holds its validation metric."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,9 +132,11 @@ def train_experiment(
     if exp.model.msda_backend != "reference":
         prebuild_kernels_on_all_nodes(cuda=exp.resources.use_gpu)
     tracking = open_tracking(exp, parent_run_id)
-    resume = latest_good_checkpoint(exp)
-    if resume is not None:
-        logger.info("found checkpoint %s of an earlier job; training continues from it", resume)
+    earlier = sorted((run_storage(exp) / exp.name).glob("checkpoint_*"))
+    if earlier:
+        # the workers pick (and verify) the newest good one; hashing them here as well would only cost time
+        logger.info("found %d checkpoint(s) of an earlier job under %s; training continues from the newest good one",
+                    len(earlier), run_storage(exp) / exp.name)
     config = {
         "experiment": to_dict(exp),
         "mlflow_run_id": tracking[1] if tracking else None,
@@ -148,12 +152,13 @@ def train_experiment(
         raise
     wall = time.monotonic() - started
     metrics = dict(result.metrics or {})
-    best = _best_checkpoint(result)
+    best, best_metrics = _best_checkpoint(result)
     outcome = TrainOutcome(
         metrics=metrics,
         checkpoint_dir=None,
         run_id=tracking[1] if tracking else None,
         train_seconds=float(metrics.get("summary/train_seconds", wall)),
+        best_metrics=best_metrics,
     )
     if best is not None:
         outcome.checkpoint_dir = _keep_final(best, exp)
@@ -162,13 +167,17 @@ def train_experiment(
     return outcome
 
 
-def _best_checkpoint(result: Any) -> Path | None:
+def _best_checkpoint(result: Any) -> tuple[Path | None, dict[str, Any]]:
+    """The kept checkpoint and the metrics reported with it."""
     candidates = list(getattr(result, "best_checkpoints", None) or [])
     if candidates:
         # Ray Train keeps this list sorted worst → best by the score attribute (ties: older first), so the best,
         # and on equal scores the newest, is the last entry.
-        return Path(candidates[-1][0].path)
-    return Path(result.checkpoint.path) if result.checkpoint is not None else None
+        checkpoint, reported = candidates[-1]
+        return Path(checkpoint.path), dict(reported or {})
+    if result.checkpoint is not None:
+        return Path(result.checkpoint.path), dict(result.metrics or {})
+    return None, {}
 
 
 def _keep_final(best: Path, exp: ExperimentConfig) -> Path:
@@ -195,7 +204,8 @@ def _finish_tracking(exp: ExperimentConfig, tracking: tuple[Tracker, str], outco
         model_uri = tracker.log_model(run_id, outcome.checkpoint_dir / CHECKPOINT_FILE)
         outcome.extra["model_uri"] = model_uri
         if exp.tracking.registered_model_name:
-            metric = outcome.metrics.get(f"val/{exp.eval.metric}")
+            # the version holds the kept checkpoint, so its tag is that checkpoint's metric (not the last one's)
+            metric = outcome.best_metrics.get(f"val/{exp.eval.metric}")
             value = float(metric) if metric is not None and float(metric) >= 0 else None
             outcome.model_version, outcome.champion = tracker.register(
                 model_uri, exp.tracking.registered_model_name, run_id, f"val_{exp.eval.metric}", value
