@@ -160,8 +160,7 @@ def test_driver_memory_does_not_grow_with_the_number_of_videos(synthetic_source,
         tracemalloc.stop()
         assert manifest["records"] == videos
     # 10x the videos (one shard, so nothing is committed early): the peak is set by fixed-size buffers and one
-    # window plus the compact index (about 150 bytes per video), not by the annotations: holding them parsed, as
-    # before, added over 10 KiB per video here
+    # window plus the compact index (about 150 bytes per video), not by the annotations, which are never all held
     assert peaks[100] < 1.1 * peaks[10] + 128 * 1024, peaks
 
 
