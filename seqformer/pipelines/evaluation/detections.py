@@ -12,7 +12,6 @@ the general path.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import numbers
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 from seqformer.pipelines.evaluation._extension import load
 from seqformer.pipelines.evaluation.frames import FrameTable, build_table
 from seqformer.pipelines.evaluation.ground_truth import GroundTruth
-from seqformer.pipelines.evaluation.io import PathLike, Problems, load_json
+from seqformer.pipelines.evaluation.io import PathLike, Problems, load_json, read_writable
 
 logger = logging.getLogger(__name__)
 
@@ -58,19 +57,7 @@ def read_results_file(path: PathLike, gt: GroundTruth, problems: Problems, sourc
     """
     path = Path(path)
     source = source or str(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"results file {str(path)!r} does not exist; pass the path of a YouTube-VIS .json/.json.gz"
-        )
-    with path.open("rb") as handle:
-        # np.empty, not bytearray(size): no zero-filling pass over a file of hundreds of MB before reading it
-        buf = np.empty(path.stat().st_size, dtype=np.uint8)
-        handle.readinto(memoryview(buf))
-    if bytes(buf[:2]) == b"\x1f\x8b":
-        try:
-            buf = np.frombuffer(bytearray(gzip.decompress(buf)), dtype=np.uint8)
-        except (OSError, EOFError) as err:
-            raise ValueError(f"results file {str(path)!r} is not valid JSON (gzip): {err}") from err
+    buf = read_writable(path, "results file")
     parsed = load().read_results(buf)
     if isinstance(parsed, str):
         logger.info("%s: read with the general JSON parser (%s)", source, parsed)

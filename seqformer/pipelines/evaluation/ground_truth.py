@@ -19,7 +19,7 @@ from pycocotools import _mask as coco_mask
 from seqformer.pipelines.evaluation import rle as rle_utils
 from seqformer.pipelines.evaluation._extension import load
 from seqformer.pipelines.evaluation.frames import FrameTable, build_table
-from seqformer.pipelines.evaluation.io import Problems
+from seqformer.pipelines.evaluation.io import PathLike, Problems, load_json, read_writable
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +81,38 @@ class GroundTruth:
     frames: FrameTable
 
 
-def parse_ground_truth(data: Any, problems: Problems | None = None, source: str = "ground truth") -> GroundTruth:
+def read_ground_truth_file(path: PathLike, problems: Problems | None = None, source: str | None = None) -> GroundTruth:
+    """Read, validate and index a YouTube-VIS annotation ``.json`` / ``.json.gz`` file.
+
+    The compiled reader parses the file and puts the masks straight into the frame table; a file it does not take
+    (non-ASCII text, polygons, malformed masks, ...) is parsed as JSON and goes through :func:`parse_ground_truth`,
+    with the same result and the same messages.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not JSON or cannot be scored.
+    """
+    source = source or str(path)
+    parsed = load().read_ground_truth(read_writable(path, "ground-truth file"))
+    if isinstance(parsed, str):
+        logger.info("%s: read with the general JSON parser (%s)", source, parsed)
+        return parse_ground_truth(load_json(path, "ground-truth file"), problems, source)
+    table = FrameTable(parsed[1], *(np.frombuffer(b, dtype=np.int64).copy() for b in parsed[2:]))
+    return parse_ground_truth(parsed[0], problems, source, frames=table)
+
+
+def parse_ground_truth(
+    data: Any, problems: Problems | None = None, source: str = "ground truth", *, frames: FrameTable | None = None
+) -> GroundTruth:
     """Validate and index a YouTube-VIS annotation dict.
 
     Args:
         data: the parsed JSON (``videos``, ``categories``, ``annotations``).
         problems: where to report malformed entries the official evaluator accepts (default: a new lenient one).
         source: how messages name the input (e.g. the file path).
+        frames: the masks already in a table whose owner ``k`` is ``data["annotations"][k]`` (from
+            :func:`read_ground_truth_file`, whose ``segmentations`` lists then only mark absent frames with None);
+            by default they are read from the ``segmentations`` lists.
 
     Raises:
         ValueError: the input cannot be scored (missing keys, wrong types, corrupt masks).
@@ -142,7 +167,8 @@ def parse_ground_truth(data: Any, problems: Problems | None = None, source: str 
                 slot[id(kept)] = len(kept_anns)
                 kept_anns.append(kept)
             placed.append(((kept["video_id"], kept["category_id"]), slot[id(kept)]))
-    parsed, frames = _parse_tracks(kept_anns, [index_of[id(a)] for a in kept_anns], videos, problems, source)
+    indices = [index_of[id(a)] for a in kept_anns]
+    parsed, frames = _parse_tracks(kept_anns, indices, videos, problems, source, frames)
     tracks: dict[tuple[Any, Any], list[GtTrack]] = defaultdict(list)
     for key, position in placed:
         tracks[key].append(parsed[position])
@@ -150,33 +176,36 @@ def parse_ground_truth(data: Any, problems: Problems | None = None, source: str 
 
 
 def _parse_tracks(
-    anns: list[dict[str, Any]], indices: list[int], videos: dict[Any, Video], problems: Problems, source: str
+    anns: list[dict[str, Any]],
+    indices: list[int],
+    videos: dict[Any, Video],
+    problems: Problems,
+    source: str,
+    table: FrameTable | None,
 ) -> tuple[list[GtTrack], FrameTable]:
-    """The tracks of the kept annotations (track ``k`` is owner ``k`` of the frame table), warnings in track order.
+    """The tracks of the kept annotations with their frame table, warnings in track order.
 
-    The common shapes (null frames, RLEs with uncompressed int counts or compressed strings) are read and compressed
-    by one compiled call; a file holding any other shape (polygons, bad values) goes through :func:`_parse_track`,
-    which also words the errors.
+    With ``table`` (every annotation of the file, owner = annotation index) the tracks point into it. Otherwise the
+    common shapes (null frames, RLEs with uncompressed int counts or compressed strings) are read and compressed by
+    one compiled call (owner = position in ``anns``); annotations holding any other shape (polygons, bad values) go
+    through :func:`_parse_track`, which also words the errors.
     """
-    encoded = load().encode_tracks([ann["segmentations"] for ann in anns])
-    if isinstance(encoded, int):
-        parsed = [_parse_track(ann, index, videos, problems, source) for ann, index in zip(anns, indices)]
-        return parsed, _frame_table(parsed)
-    columns = [np.frombuffer(b, dtype=np.int64).copy() for b in encoded[1:]]
-    table = FrameTable(encoded[0], *columns)
-    counts = table.frame_counts()
-    owner_videos = [videos.get(ann["video_id"]) for ann in anns]  # None: _track_header raises for it, in order
-    heights = np.repeat([v.height if v else -1 for v in owner_videos], counts)
-    widths = np.repeat([v.width if v else -1 for v in owner_videos], counts)
-    odd = (table.start >= 0) & ((table.height != heights) | (table.width != widths))
-    odd_owners = set((np.searchsorted(table.offsets, np.flatnonzero(odd), side="right") - 1).tolist())
+    owners = indices
+    if table is None:
+        encoded = load().encode_tracks([ann["segmentations"] for ann in anns])
+        if isinstance(encoded, int):
+            parsed = [_parse_track(ann, index, videos, problems, source) for ann, index in zip(anns, indices)]
+            return parsed, _frame_table(parsed)
+        table = FrameTable(encoded[0], *(np.frombuffer(b, dtype=np.int64).copy() for b in encoded[1:]))
+        owners = list(range(len(anns)))
     parsed = []
-    for owner, (ann, index) in enumerate(zip(anns, indices)):
+    for owner, ann, index in zip(owners, anns, indices):
         track, where, video = _track_header(ann, index, videos, problems, source)
-        if owner in odd_owners:
-            first = int(table.offsets[owner])
-            frames = np.flatnonzero(odd[first : int(table.offsets[owner + 1])]).tolist()
-            track.odd_sizes = {f: (int(table.height[first + f]), int(table.width[first + f])) for f in frames}
+        first, last = int(table.offsets[owner]), int(table.offsets[owner + 1])
+        height, width = table.height[first:last], table.width[first:last]
+        odd = np.flatnonzero((table.start[first:last] >= 0) & ((height != video.height) | (width != video.width)))
+        if odd.size:
+            track.odd_sizes = {int(f): (int(height[f]), int(width[f])) for f in odd}
             _warn_odd_sizes(track, where, video, problems)
         track.index = owner
         parsed.append(track)
@@ -292,7 +321,7 @@ def _checked_rle(seg: Any, video: Video, where: str) -> dict[str, Any]:
             total, smallest = -1, -1
         if smallest >= 0 and total == size[0] * size[1] and all(type(c) is int for c in counts[:3]):
             return {"size": list(size), "counts": counts}
-        reason = rle_utils.check_runs(counts, size) if total >= 0 else "run lengths must be integers"
+        reason = (rle_utils.check_runs(counts, size) if total >= 0 else None) or "run lengths must be integers"
     elif isinstance(counts, (str, bytes)):
         try:
             reason = rle_utils.check_runs(rle_utils.decode_counts(counts), size)

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 try:
@@ -46,6 +48,28 @@ def load_json(path: PathLike, what: str = "JSON file") -> Any:
         return _loads(data)
     except (ValueError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as err:  # orjson.JSONDecodeError too
         raise ValueError(f"{what} {str(path)!r} is not valid JSON{' (gzip)' if gzipped else ''}: {err}") from err
+
+
+def read_writable(path: PathLike, what: str = "JSON file") -> np.ndarray:
+    """The bytes of a file (decompressed if gzipped) in a writable uint8 array, for the compiled readers.
+
+    Raises:
+        FileNotFoundError: the file does not exist (worded as :func:`load_json` words it).
+        ValueError: the gzip stream is corrupt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; pass the path of a YouTube-VIS .json/.json.gz")
+    with path.open("rb") as handle:
+        # np.empty, not bytearray(size): no zero-filling pass over a file of hundreds of MB before reading it
+        buf = np.empty(path.stat().st_size, dtype=np.uint8)
+        buf = buf[: handle.readinto(memoryview(buf))]
+    if bytes(buf[:2]) == b"\x1f\x8b":
+        try:
+            buf = np.frombuffer(bytearray(gzip.decompress(buf)), dtype=np.uint8)
+        except (OSError, EOFError) as err:
+            raise ValueError(f"{what} {str(path)!r} is not valid JSON (gzip): {err}") from err
+    return buf
 
 
 def _loads(data: bytes) -> Any:

@@ -28,7 +28,7 @@ import numpy as np
 from seqformer.pipelines.evaluation import accumulate as acc
 from seqformer.pipelines.evaluation import rle as rle_utils
 from seqformer.pipelines.evaluation.detections import Detections, parse_results, read_results_file
-from seqformer.pipelines.evaluation.ground_truth import GroundTruth, parse_ground_truth
+from seqformer.pipelines.evaluation.ground_truth import GroundTruth, parse_ground_truth, read_ground_truth_file
 from seqformer.pipelines.evaluation.io import PathLike, Problems, load_json
 from seqformer.pipelines.evaluation.video_iou import pair_ious
 
@@ -53,7 +53,7 @@ def evaluate_files(gt_path: PathLike, results_path: PathLike, strict: bool = Fal
         ValueError: a file is not JSON or cannot be scored.
     """
     problems = Problems(strict)
-    gt = parse_ground_truth(load_json(gt_path, "ground-truth file"), problems, str(gt_path))
+    gt = read_ground_truth_file(gt_path, problems, str(gt_path))
     dets = read_results_file(results_path, gt, problems, str(results_path))
     return _score(gt, dets, problems)
 

@@ -219,3 +219,99 @@ def test_compiled_reader_unescapes_long_strings_like_json(tmp_path, escape):
     present = np.flatnonzero(slow.frames.start >= 0)
     assert [fast.frames.counts_text(f) for f in present] == [slow.frames.counts_text(f) for f in present]
     assert [fast.frames.counts_text(f) for f in present] == [s["counts"] for r in results for s in r["segmentations"]]
+
+
+def _track_frames(gt, track):
+    """Per frame of one track: (present, height, width, area, counts) from its GT's frame table."""
+    table = gt.frames
+    first, last = int(table.offsets[track.index]), int(table.offsets[track.index + 1])
+    return [
+        (
+            bool(table.start[f] >= 0),
+            int(table.height[f]),
+            int(table.width[f]),
+            int(table.area[f]),
+            table.counts_text(f) if table.start[f] >= 0 else None,
+        )
+        for f in range(first, last)
+    ]
+
+
+def _same_ground_truth(fast, slow):
+    assert fast.problems == slow.problems
+    assert fast.video_ids == slow.video_ids and fast.category_ids == slow.category_ids
+    assert fast.tracks.keys() == slow.tracks.keys()
+    for key in fast.tracks:
+        for a, b in zip(fast.tracks[key], slow.tracks[key], strict=True):
+            fields = [(t.ann_id, t.crowd, t.ignore, repr(t.avg_area), t.odd_sizes) for t in (a, b)]  # nan == nan
+            assert fields[0] == fields[1]
+            assert _track_frames(fast, a) == _track_frames(slow, b)
+
+
+def test_compiled_gt_file_reader_equals_json_and_the_general_path(tmp_path, caplog):
+    from seqformer.pipelines.evaluation.ground_truth import read_ground_truth_file
+
+    rng = np.random.default_rng(5)
+    masks = [[rng.random((6, 5)) < 0.5 for _ in range(3)] for _ in range(5)]
+    gt = gt_file(
+        [(7, 6, 5, 3), (2, 6, 5, 3)],
+        [3, 1],
+        [{"id": [4, 1, 4, 0, 9][k], "video_id": [7, 2, 7, 2, 2][k], "category_id": 1 + k % 3, "masks": masks[k]}
+         for k in range(5)],
+    )  # fmt: skip
+    anns = gt["annotations"]
+    anns[1]["segmentations"][0] = rle(masks[1][0])  # a compressed string
+    anns[1]["segmentations"][1] = {"size": [5, 6], "counts": rle(rng.random((5, 6)) < 0.5)["counts"], "x": [1]}
+    anns[3]["segmentations"][2] = {}  # falsy: absent
+    anns[4]["segmentations"] = anns[4]["segmentations"][:2]  # shorter than the video
+    anns[4]["iscrowd"] = 1
+    anns.append({**anns[0], "id": 11, "video_id": 99})  # a video that is not listed
+    gt["categories"].append({"id": 5, "name": 'caf\\u00e9 "quoted"'})
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt, indent=1))
+    with caplog.at_level("INFO"):
+        fast = read_ground_truth_file(path, Problems())
+    assert "general JSON parser" not in caplog.text
+    _same_ground_truth(fast, parse_ground_truth(json.loads(path.read_text()), Problems(), str(path)))
+    assert fast.category_names[5] == 'caf\\u00e9 "quoted"'
+    # shapes the compiled reader leaves to the general path: the same ground truth, or the same error, either way
+    original = path.read_text()
+    for change in ("polygon", "non-ascii", "float-count", "nan"):
+        data = json.loads(original)
+        if change == "polygon":
+            data["annotations"][2]["segmentations"][1] = [[0.0, 0.0, 4.0, 0.0, 4.0, 3.0]]
+        elif change == "non-ascii":
+            data["categories"][0]["name"] = "caf\u00e9"
+        elif change == "float-count":
+            data["annotations"][2]["segmentations"][2]["counts"][0] += 0.0
+        else:
+            data["annotations"][2]["areas"][1] = float("nan")
+        path.write_text(json.dumps(data, ensure_ascii=False))
+        caplog.clear()
+        if change == "float-count":
+            with pytest.raises(ValueError, match=r"annotations\[2\].*frame 2.*integers") as from_file:
+                read_ground_truth_file(path, Problems())
+            with pytest.raises(ValueError) as from_json:
+                parse_ground_truth(json.loads(path.read_text()), Problems(), str(path))
+            assert str(from_file.value) == str(from_json.value)
+            continue
+        with caplog.at_level("INFO"):
+            fast = read_ground_truth_file(path, Problems())
+        assert "general JSON parser" in caplog.text
+        _same_ground_truth(fast, parse_ground_truth(json.loads(path.read_text()), Problems(), str(path)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_files_score_as_the_parsed_objects(tmp_path, seed):
+    from seqformer.pipelines.evaluation import METRIC_KEYS, evaluate
+    from tests.pipelines.evaluation.cases import random_case
+
+    gt, results = random_case(seed, malformed=seed % 2 == 1)
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path.write_text(json.dumps(results))
+    from_files = evaluate_files(gt_path, res_path)
+    from_objects = evaluate(gt, results, gt_source=str(gt_path), results_source=str(res_path))
+    assert [from_files[k] for k in METRIC_KEYS] == [from_objects[k] for k in METRIC_KEYS]
+    assert from_files["per_category"] == from_objects["per_category"]
+    assert from_files["warnings"] == from_objects["warnings"]

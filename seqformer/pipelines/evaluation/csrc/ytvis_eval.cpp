@@ -417,37 +417,14 @@ PyObject* pair_sums(PyObject*, PyObject* args) {
   Py_RETURN_NONE;
 }
 
-// ------------------------------------------------------------------------------------------------ read_results
-// A reader for the common shape of a results file only: a non-empty JSON array of objects whose video_id and
-// category_id are integers, score a number, and segmentations an array of null or {"size": [h, w], "counts": str}
-// (other keys are skipped). Anything else (and any byte above 127 inside a string) makes it give up with the
-// reason, and the caller parses the file with a general JSON parser instead, which also yields the proper errors.
-class ResultsReader {
+// ------------------------------------------------------------------------------------------------ JSON readers
+// The JSON scanning shared by the compiled readers: whitespace, literals, strings (unescaped in place), numbers.
+class JsonCursor {
  public:
-  ResultsReader(uint8_t* bytes, int64_t size) : b_(bytes), n_(size) {}
+  JsonCursor(uint8_t* bytes, int64_t size) : b_(bytes), n_(size) {}
+  std::string why;  // why reading stopped
 
-  std::vector<int64_t> video_id, category_id, entry_offsets{0}, frame_start, frame_len, frame_h, frame_w, frame_area;
-  std::vector<double> score;
-  std::string why;
-  int64_t first_bad = -1;  // first frame whose string is not a valid mask of its size
-
-  bool read() {
-    ws();
-    if (!take('[')) return fail("the file is not a JSON array");
-    ws();
-    if (peek(']')) return fail("the results list is empty");
-    while (true) {
-      if (!entry()) return false;
-      ws();
-      if (take(',')) continue;
-      if (take(']')) break;
-      return fail("expected ',' or ']' after a result");
-    }
-    ws();
-    return p_ == n_ || fail("extra data after the results list");
-  }
-
- private:
+ protected:
   uint8_t* b_;
   int64_t n_, p_ = 0;
 
@@ -639,7 +616,38 @@ class ResultsReader {
     ws();
     return take(':') || fail("expected ':'");
   }
+};
 
+// ------------------------------------------------------------------------------------------------ read_results
+// A reader for the common shape of a results file only: a non-empty JSON array of objects whose video_id and
+// category_id are integers, score a number, and segmentations an array of null or {"size": [h, w], "counts": str}
+// (other keys are skipped). Anything else (and any byte above 127 inside a string) makes it give up with the
+// reason, and the caller parses the file with a general JSON parser instead, which also yields the proper errors.
+class ResultsReader : public JsonCursor {
+ public:
+  using JsonCursor::JsonCursor;
+
+  std::vector<int64_t> video_id, category_id, entry_offsets{0}, frame_start, frame_len, frame_h, frame_w, frame_area;
+  std::vector<double> score;
+  int64_t first_bad = -1;  // first frame whose string is not a valid mask of its size
+
+  bool read() {
+    ws();
+    if (!take('[')) return fail("the file is not a JSON array");
+    ws();
+    if (peek(']')) return fail("the results list is empty");
+    while (true) {
+      if (!entry()) return false;
+      ws();
+      if (take(',')) continue;
+      if (take(']')) break;
+      return fail("expected ',' or ']' after a result");
+    }
+    ws();
+    return p_ == n_ || fail("extra data after the results list");
+  }
+
+ private:
   bool entry() {
     static const char* const names[] = {"video_id", "category_id", "score", "segmentations"};
     ws();
@@ -781,6 +789,336 @@ PyObject* read_results(PyObject*, PyObject* args) {
                        to_bytes(reader.frame_area), static_cast<long long>(reader.first_bad));
 }
 
+// Appends pycocotools' compressed string (rleToString) of the run lengths cnts[0..m).
+void append_compressed(const std::vector<int64_t>& cnts, std::string& out) {
+  for (size_t i = 0; i < cnts.size(); ++i) {
+    int64_t x = cnts[i];
+    if (i > 2) x -= cnts[i - 2];
+    bool more = true;
+    while (more) {
+      int c = static_cast<int>(x & 0x1f);
+      x >>= 5;
+      more = (c & 0x10) ? x != -1 : x != 0;
+      if (more) c |= 0x20;
+      out.push_back(static_cast<char>(c + 48));
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ read_ground_truth
+// A reader for annotation files made only of ASCII JSON (no NaN/Infinity): it builds the same Python objects as
+// json.loads, except that each annotation's "segmentations" list holds None for a null frame (or an empty object)
+// and True for a mask, while the masks themselves go straight into a frame table, compressed as
+// frUncompressedRLE would (uncompressed counts) or copied (compressed strings). Masks must be {"size": [h, w],
+// "counts": [ints] or str} that decode to a mask of their size; anything else (polygons, other values, bad runs)
+// makes it give up with the reason, and the caller takes the general path, which also yields the proper errors.
+class GtReader : public JsonCursor {
+ public:
+  using JsonCursor::JsonCursor;
+  std::string buf;
+  std::vector<int64_t> frame_start, frame_len, frame_h, frame_w, frame_area, owner_offsets{0};
+
+  // A new reference, or nullptr with why set.
+  PyObject* read() {
+    ws();
+    if (!peek('{')) return none("the file is not a JSON object");
+    PyObject* out = value(0, kTop);
+    if (out == nullptr) return nullptr;
+    ws();
+    if (p_ != n_ || annotations_ != 1) {
+      Py_DECREF(out);
+      return none(p_ != n_ ? "extra data after the object" : "not exactly one 'annotations' list");
+    }
+    return out;
+  }
+
+ private:
+  enum Context { kOther, kTop, kAnnotations, kAnnotation };
+  int annotations_ = 0;
+  std::vector<int64_t> cnts_;
+
+  PyObject* none(const char* message) {
+    fail(message);
+    return nullptr;
+  }
+  PyObject* python_failed() {
+    PyErr_Clear();
+    return none("a Python object could not be made");
+  }
+
+  PyObject* value(int depth, Context context) {
+    if (depth > 512) return none("nesting too deep");
+    ws();
+    if (p_ >= n_) return none("unexpected end of file");
+    const uint8_t c = b_[p_];
+    if (context == kAnnotations && c != '[') return none("'annotations' that is not a list");
+    if (context == kAnnotation && c != '{') return none("an annotation that is not an object");
+    if (c == '{') return object(depth, context);
+    if (c == '[') return array(depth, context);
+    if (c == '"') {
+      int64_t s, l;
+      bool e;
+      if (!string(s, l, e)) return nullptr;
+      PyObject* text = PyUnicode_FromStringAndSize(reinterpret_cast<const char*>(b_ + s), l);
+      return text ? text : python_failed();
+    }
+    if (literal("null")) Py_RETURN_NONE;
+    if (literal("true")) Py_RETURN_TRUE;
+    if (literal("false")) Py_RETURN_FALSE;
+    int64_t begin, end;
+    bool is_int;
+    if (!number(begin, end, is_int)) return nullptr;
+    const char* first = reinterpret_cast<const char*>(b_ + begin);
+    const char* last = reinterpret_cast<const char*>(b_ + end);
+    PyObject* out;
+    if (is_int) {
+      const std::string digits(first, last);  // PyLong_FromString needs a terminated string; any length is exact
+      out = PyLong_FromString(digits.c_str(), nullptr, 10);
+    } else {
+      double d = 0;
+      const auto result = std::from_chars(first, last, d);
+      if (result.ec != std::errc() || result.ptr != last) return none("a number out of the float range");
+      out = PyFloat_FromDouble(d);
+    }
+    return out ? out : python_failed();
+  }
+
+  PyObject* array(int depth, Context context) {
+    ++p_;  // '['
+    PyObject* list = PyList_New(0);
+    if (list == nullptr) return python_failed();
+    ws();
+    if (take(']')) return list;
+    while (true) {
+      PyObject* item = value(depth + 1, context == kAnnotations ? kAnnotation : kOther);
+      if (item == nullptr || PyList_Append(list, item) != 0) {
+        Py_XDECREF(item);
+        Py_DECREF(list);
+        return item ? python_failed() : nullptr;
+      }
+      Py_DECREF(item);
+      ws();
+      if (take(',')) continue;
+      if (take(']')) return list;
+      Py_DECREF(list);
+      return none("expected ',' or ']'");
+    }
+  }
+
+  PyObject* object(int depth, Context context) {
+    ++p_;  // '{'
+    PyObject* dict = PyDict_New();
+    if (dict == nullptr) return python_failed();
+    bool segmentations_seen = false;
+    ws();
+    if (!take('}')) {
+      while (true) {
+        int64_t s, l;
+        bool e;
+        ws();
+        if (!string(s, l, e)) {
+          Py_DECREF(dict);
+          return nullptr;
+        }
+        const char* name = reinterpret_cast<const char*>(b_ + s);
+        const bool is_annotations = context == kTop && l == 11 && std::memcmp(name, "annotations", 11) == 0;
+        const bool is_segmentations = context == kAnnotation && l == 13 && std::memcmp(name, "segmentations", 13) == 0;
+        PyObject* key = PyUnicode_FromStringAndSize(name, l);
+        ws();
+        if (key == nullptr || !take(':')) {
+          Py_XDECREF(key);
+          Py_DECREF(dict);
+          return key ? none("expected ':'") : python_failed();
+        }
+        if (is_annotations) ++annotations_;
+        if (is_segmentations && segmentations_seen) {
+          Py_DECREF(key);
+          Py_DECREF(dict);
+          return none("an annotation with two 'segmentations'");
+        }
+        segmentations_seen |= is_segmentations;
+        PyObject* item = is_segmentations ? segmentations()
+                                          : value(depth + 1, is_annotations ? kAnnotations : kOther);
+        if (item == nullptr || PyDict_SetItem(dict, key, item) != 0) {
+          Py_DECREF(key);
+          Py_XDECREF(item);
+          Py_DECREF(dict);
+          return item ? python_failed() : nullptr;
+        }
+        Py_DECREF(key);
+        Py_DECREF(item);
+        ws();
+        if (take(',')) continue;
+        if (take('}')) break;
+        Py_DECREF(dict);
+        return none("expected ',' or '}'");
+      }
+    }
+    if (context == kAnnotation) owner_offsets.push_back(static_cast<int64_t>(frame_start.size()));
+    return dict;
+  }
+
+  PyObject* segmentations() {
+    ws();
+    if (!take('[')) return none("'segmentations' that is not a list");
+    PyObject* list = PyList_New(0);
+    if (list == nullptr) return python_failed();
+    ws();
+    if (take(']')) return list;
+    while (true) {
+      ws();
+      bool present = false;
+      if (literal("null")) {
+        present = false;
+      } else if (peek('{')) {
+        if (!frame(present)) {
+          Py_DECREF(list);
+          return nullptr;
+        }
+      } else {
+        Py_DECREF(list);
+        return none("a frame that is neither null nor an RLE object");
+      }
+      if (!present) {
+        frame_start.push_back(-1);
+        frame_len.push_back(0);
+        frame_h.push_back(0);
+        frame_w.push_back(0);
+        frame_area.push_back(0);
+      }
+      if (PyList_Append(list, present ? Py_True : Py_None) != 0) {
+        Py_DECREF(list);
+        return python_failed();
+      }
+      ws();
+      if (take(',')) continue;
+      if (take(']')) return list;
+      Py_DECREF(list);
+      return none("expected ',' or ']' in segmentations");
+    }
+  }
+
+  // A non-negative JSON integer of at most 18 digits.
+  bool count(int64_t& value) {
+    int64_t begin, end;
+    bool is_int;
+    if (!number(begin, end, is_int)) return false;
+    if (!is_int || b_[begin] == '-' || end - begin > 18) return fail("a count or size that is not a small int");
+    std::from_chars(reinterpret_cast<const char*>(b_ + begin), reinterpret_cast<const char*>(b_ + end), value);
+    return true;
+  }
+
+  // One frame object: an empty one is absent (falsy); otherwise an RLE appended to the table.
+  bool frame(bool& present) {
+    ++p_;  // '{'
+    ws();
+    if (take('}')) {
+      present = false;
+      return true;
+    }
+    static const char* const names[] = {"size", "counts"};
+    int seen = 0;
+    int64_t h = 0, w = 0, text_start = -1, text_len = 0;
+    bool listed = false;
+    while (true) {
+      int which;
+      if (!key(names, 2, which)) return false;
+      if (which >= 0 && (seen >> which) & 1) return fail("a repeated key in an RLE");
+      if (which >= 0) seen |= 1 << which;
+      ws();
+      if (which == 0) {
+        if (!take('[')) return fail("an RLE size that is not a list");
+        ws();
+        if (!count(h)) return false;
+        ws();
+        if (!take(',')) return fail("an RLE size that is not [height, width]");
+        ws();
+        if (!count(w)) return false;
+        ws();
+        if (!take(']')) return fail("an RLE size that is not [height, width]");
+        if (h > (1 << 30) || w > (1 << 30)) return fail("an RLE size out of range");
+      } else if (which == 1 && peek('[')) {
+        listed = true;
+        cnts_.clear();
+        ++p_;
+        ws();
+        if (!take(']')) {
+          while (true) {
+            ws();
+            int64_t x;
+            if (!count(x)) return false;
+            cnts_.push_back(x);
+            ws();
+            if (take(',')) continue;
+            if (take(']')) break;
+            return fail("expected ',' or ']' in counts");
+          }
+        }
+      } else if (which == 1) {
+        bool escaped;
+        if (!peek('"')) return fail("RLE counts that are neither a list nor a string");
+        if (!string(text_start, text_len, escaped)) return false;
+      } else if (!skip_value(0)) {
+        return false;
+      }
+      ws();
+      if (take(',')) continue;
+      if (take('}')) break;
+      return fail("expected ',' or '}' in an RLE");
+    }
+    if (seen != 3) return fail("an RLE without size and counts");
+    const size_t begin = buf.size();
+    int64_t area = 0;
+    if (listed) {  // validated as the general path does: non-negative runs summing to h * w
+      if (h * w >= (int64_t{1} << 32)) return fail("a mask of 2**32 pixels or more");
+      int64_t total = 0;
+      for (size_t i = 0; i < cnts_.size(); ++i) {
+        total += cnts_[i];
+        if (total > h * w) return fail("runs that do not sum to height*width");
+        if (i & 1) area += cnts_[i];
+      }
+      if (total != h * w) return fail("runs that do not sum to height*width");
+      append_compressed(cnts_, buf);
+    } else {
+      if (check_string(b_ + text_start, text_len, h, w, area) != kOk) return fail("a string that is not a mask");
+      buf.append(reinterpret_cast<const char*>(b_ + text_start), static_cast<size_t>(text_len));
+    }
+    frame_start.push_back(static_cast<int64_t>(begin));
+    frame_len.push_back(static_cast<int64_t>(buf.size() - begin));
+    frame_h.push_back(h);
+    frame_w.push_back(w);
+    frame_area.push_back(area);
+    present = true;
+    return true;
+  }
+};
+
+const char* kReadGroundTruthDoc =
+    "read_ground_truth(buf) -> tuple | str\n\n"
+    "Reads a YouTube-VIS annotation JSON held in the writable byte buffer buf (strings are unescaped in place).\n"
+    "Returns (data, table, frame_start, frame_length, frame_height, frame_width, frame_area, owner_offsets): data as\n"
+    "json.loads gives it except that each annotation's segmentations list holds None (absent) or True (a mask),\n"
+    "table the masks' compressed strings end to end, and int64 arrays (as bytes) with owner o the o-th annotation;\n"
+    "or a str saying why the file needs the general path.";
+
+PyObject* read_ground_truth(PyObject*, PyObject* args) {
+  PyObject* o_buf;
+  if (!PyArg_ParseTuple(args, "O", &o_buf)) return nullptr;
+  Buffer buf;
+  if (!acquire(o_buf, buf, 1, 'b', true, "buf")) return nullptr;
+  GtReader reader(buf.data<uint8_t>(), buf.size());
+  PyObject* data = reader.read();  // builds Python objects, so it holds the GIL
+  if (data == nullptr) return PyUnicode_FromString(reader.why.c_str());
+  PyObject* table = PyBytes_FromStringAndSize(reader.buf.data(), static_cast<Py_ssize_t>(reader.buf.size()));
+  if (table == nullptr) {
+    Py_DECREF(data);
+    return nullptr;
+  }
+  return Py_BuildValue("(NNNNNNNN)", data, table, to_bytes(reader.frame_start), to_bytes(reader.frame_len),
+                       to_bytes(reader.frame_h), to_bytes(reader.frame_w), to_bytes(reader.frame_area),
+                       to_bytes(reader.owner_offsets));
+}
+
 // ------------------------------------------------------------------------------------------------ match_problems
 const char* kMatchProblemsDoc =
     "match_problems(ious, dt_offsets, gt_offsets, gt_ignore, gt_crowd, gt_nonzero, thresholds, matched_out,\n"
@@ -883,21 +1221,6 @@ PyObject* match_problems(PyObject*, PyObject* args) {
 }
 
 // ------------------------------------------------------------------------------------------------ encode_tracks
-// Appends pycocotools' compressed string (rleToString) of the run lengths cnts[0..m).
-void append_compressed(const std::vector<int64_t>& cnts, std::string& out) {
-  for (size_t i = 0; i < cnts.size(); ++i) {
-    int64_t x = cnts[i];
-    if (i > 2) x -= cnts[i - 2];
-    bool more = true;
-    while (more) {
-      int c = static_cast<int>(x & 0x1f);
-      x >>= 5;
-      more = (c & 0x10) ? x != -1 : x != 0;
-      if (more) c |= 0x20;
-      out.push_back(static_cast<char>(c + 48));
-    }
-  }
-}
 
 // A non-negative exact int (not bool) that fits in 62 bits, or -1.
 int64_t small_int(PyObject* v) {
@@ -999,6 +1322,7 @@ PyMethodDef kMethods[] = {
     {"read_results", read_results, METH_VARARGS, kReadResultsDoc},
     {"match_problems", match_problems, METH_VARARGS, kMatchProblemsDoc},
     {"encode_tracks", encode_tracks, METH_VARARGS, kEncodeTracksDoc},
+    {"read_ground_truth", read_ground_truth, METH_VARARGS, kReadGroundTruthDoc},
     {nullptr, nullptr, 0, nullptr},
 };
 
