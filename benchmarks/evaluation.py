@@ -16,16 +16,19 @@ with ``frPyObjects``); ``computeIoU`` per (video, category), walking frames in P
 ``evaluateVid`` per (category, area range, video) with the greedy matching loops; ``accumulate``; ``summarize``.
 
 Cases: ``json.load only`` (parsing the two files with the standard library, as the official code does),
-``seqformer`` (``evaluate_files``) and ``baseline``, each reading the same files in a fresh spawned interpreter (none
-imports torch; numpy and pycocotools are imported before timing). Time is wall-clock and process CPU time (CPU is
-the steadier figure on a shared machine; the load average before each case is recorded); memory is the child's peak
-resident set size. seqformer's compiled helpers are built (or found in the build cache) in a separate child before
-timing, as ``evaluate`` builds them once per machine; the timed child only imports them. seqformer and the baseline
-must agree on all 12 numbers to 1e-6.
+``seqformer`` (``evaluate_files``) and ``baseline``. Both evaluators start from the same two files on disk (written
+just before, so read from the page cache), each run in a fresh spawned interpreter (none imports torch; numpy and
+pycocotools are imported before timing, seqformer's own modules inside it). Repetitions are interleaved (seqformer,
+baseline, then baseline, seqformer, ...) so that a change in machine load hits both sides alike; the ratio is taken
+from the medians and, as a check, per repetition from the side-by-side pair. Time is wall-clock and process CPU time
+(CPU is the steadier figure on a shared machine; the load average before each run and at the start and end is
+recorded); memory is the child's peak resident set size. seqformer's compiled helpers are built (or found in the
+build cache) in a separate child before timing, as ``evaluate`` builds them once per machine; the timed child only
+imports them. seqformer and the baseline must agree on all 12 numbers to 1e-6 in every repetition.
 
 Usage::
 
-    python benchmarks/evaluation.py [--videos 302] [--preds 100] [--seed 0] [--skip-baseline]
+    python benchmarks/evaluation.py [--videos 302] [--preds 100] [--seed 0] [--repeats 3] [--skip-baseline]
         [--out benchmarks/results/evaluation.json]
 """
 
@@ -458,9 +461,11 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=302)
     parser.add_argument("--preds", type=int, default=100, help="predictions per video")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of each case")
     parser.add_argument("--skip-baseline", action="store_true", help="time only seqformer and json.load")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
+    load_at_start = _load_average()
     start = time.perf_counter()
     gt, results = make_dataset(args.videos, args.preds, args.seed)
     gt_pairs = {(a["video_id"], a["category_id"]) for a in gt["annotations"]}
@@ -468,6 +473,7 @@ def main() -> None:
         "videos": args.videos,
         "preds_per_video": args.preds,
         "seed": args.seed,
+        "repeats": args.repeats,
         "height": H,
         "width": W,
         "gt_tracks": len(gt["annotations"]),
@@ -476,6 +482,7 @@ def main() -> None:
             (r["video_id"], r["category_id"]) in gt_pairs for r in results
         )
         / len(results),
+        "input": "both evaluators read the same gt.json and results.json files (page-cached), fresh interpreter each",
     }
     with tempfile.TemporaryDirectory(prefix="ytvis_bench_") as folder:
         paths = (os.path.join(folder, "gt.json"), os.path.join(folder, "results.json"))
@@ -483,6 +490,7 @@ def main() -> None:
             with open(path, "w") as handle:
                 json.dump(data, handle)
         del gt, results
+        config["gt_file_mib"] = os.path.getsize(paths[0]) / 2**20
         config["results_file_mib"] = os.path.getsize(paths[1]) / 2**20
         print(
             f"synthetic set: {config['videos']} videos, {config['gt_tracks']} GT tracks, "
@@ -492,45 +500,80 @@ def main() -> None:
             f"{config['results_file_mib']:.0f} MiB (built in {time.perf_counter() - start:.1f} s)"
         )
         _run("build", paths)  # the one-off compile, outside the timed cases
-        names = ["json.load only", "seqformer"] + ([] if args.skip_baseline else ["baseline"])
-        cases = {}
-        for name in names:
-            load_before = _load_average()
-            cases[name] = _run(name, paths)
-            cases[name]["load_average_before"] = load_before
-    _report(config, cases, args.out)
+        pair = ["seqformer"] + ([] if args.skip_baseline else ["baseline"])
+        runs: dict[str, list[dict]] = {name: [] for name in ["json.load only", *pair]}
+        for rep in range(args.repeats):
+            order = ["json.load only"] + (pair if rep % 2 == 0 else pair[::-1])
+            for name in order:
+                load_before = _load_average()
+                run = _run(name, paths)
+                run["load_average_before"] = load_before
+                run["repetition"] = rep
+                runs[name].append(run)
+                print(
+                    f"  rep {rep} {name:<15} wall {run['seconds']:7.2f} s  CPU {run['cpu_seconds']:7.2f} s  "
+                    f"load {load_before}"
+                )
+    _report(config, runs, load_at_start, args.out)
 
 
-def _report(config: dict, cases: dict, out: str) -> None:
-    print(f"\n{'case':<16}{'wall s':>9}{'CPU s':>9}{'peak RSS MiB':>14}{'+ over start':>14}  load avg (1/5/15 min)")
+def _summary(runs: list[dict]) -> dict[str, Any]:
+    wall, cpu = [r["seconds"] for r in runs], [r["cpu_seconds"] for r in runs]
+    return {
+        "median_seconds": float(np.median(wall)),
+        "best_seconds": min(wall),
+        "median_cpu_seconds": float(np.median(cpu)),
+        "best_cpu_seconds": min(cpu),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        "peak_rss_increase_mib": max(r["peak_rss_increase_mib"] for r in runs),
+        "metrics": runs[0]["metrics"],
+        "runs": runs,
+    }
+
+
+def _report(config: dict, runs: dict[str, list[dict]], load_at_start: list[float], out: str) -> None:
+    cases = {name: _summary(case_runs) for name, case_runs in runs.items()}
+    print(f"\n{'case':<16}{'wall s (med/best)':>19}{'CPU s (med/best)':>18}{'peak RSS MiB':>14}{'+ over start':>14}")
     for name, case in cases.items():
         print(
-            f"{name:<16}{case['seconds']:>9.2f}{case['cpu_seconds']:>9.2f}{case['peak_rss_mib']:>14.0f}"
-            f"{case['peak_rss_increase_mib']:>14.0f}  {case['load_average_before']}"
+            f"{name:<16}{case['median_seconds']:>10.2f}/{case['best_seconds']:<8.2f}"
+            f"{case['median_cpu_seconds']:>9.2f}/{case['best_cpu_seconds']:<8.2f}"
+            f"{case['peak_rss_mib']:>14.0f}{case['peak_rss_increase_mib']:>14.0f}"
         )
+    load_at_end = _load_average()
     report: dict[str, Any] = {
         "config": config,
         "machine": {
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
-            "load_average_after": _load_average(),
+            "load_average_start": load_at_start,
+            "load_average_end": load_at_end,
         },
         "cases": cases,
     }
     mine = cases["seqformer"]
     if "baseline" in cases:
         base = cases["baseline"]
-        diff = max(abs(mine["metrics"][k] - base["metrics"][k]) for k in METRIC_KEYS)
+        diff = 0.0
+        for mine_run, base_run in zip(runs["seqformer"], runs["baseline"]):
+            diff = max([diff] + [abs(mine_run["metrics"][k] - base_run["metrics"][k]) for k in METRIC_KEYS])
         if diff > 1e-6:
             raise SystemExit(f"seqformer and the baseline disagree by {diff}: {mine['metrics']} vs {base['metrics']}")
-        report["speedup"] = base["seconds"] / mine["seconds"]
-        report["cpu_speedup"] = base["cpu_seconds"] / mine["cpu_seconds"]
+        paired_wall = [b["seconds"] / m["seconds"] for m, b in zip(runs["seqformer"], runs["baseline"])]
+        paired_cpu = [b["cpu_seconds"] / m["cpu_seconds"] for m, b in zip(runs["seqformer"], runs["baseline"])]
+        report["speedup"] = base["median_seconds"] / mine["median_seconds"]
+        report["cpu_speedup"] = base["median_cpu_seconds"] / mine["median_cpu_seconds"]
+        report["paired_speedups"] = {"wall": paired_wall, "cpu": paired_cpu}
+        report["peak_rss_ratio"] = base["peak_rss_mib"] / mine["peak_rss_mib"]
         report["max_abs_metric_diff"] = diff
         print(
-            f"\nspeed-up {report['speedup']:.1f}x wall, {report['cpu_speedup']:.1f}x CPU; the 12 numbers agree "
+            f"\nspeed-up (medians) {report['speedup']:.1f}x wall, {report['cpu_speedup']:.1f}x CPU; per repetition "
+            f"wall {', '.join(f'{r:.1f}' for r in paired_wall)}, CPU {', '.join(f'{r:.1f}' for r in paired_cpu)}; "
+            f"peak RSS {mine['peak_rss_mib']:.0f} vs {base['peak_rss_mib']:.0f} MiB; the 12 numbers agree "
             f"(max |diff| = {diff:.1e}); AP = {mine['metrics']['AP']:.4f}"
         )
+    print(f"load average (1/5/15 min): start {load_at_start}, end {load_at_end}")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
