@@ -104,3 +104,58 @@ def test_model_losses_and_gradients_do_not_depend_on_the_backbone_layout():
     assert grad_a.keys() == grad_b.keys()
     for name in grad_a:
         torch.testing.assert_close(grad_a[name], grad_b[name], rtol=1e-7, atol=1e-10, msg=name)
+
+
+def _folded_pair(name: str, dtype: torch.dtype) -> tuple[ResNetBackbone, ResNetBackbone]:
+    """Two copies of a frozen-norm backbone with non-trivial statistics: norms folded (default) and module by module."""
+    folded = ResNetBackbone(name, train_backbone=True, dilation=False).to(dtype)
+    for m in folded.modules():
+        if hasattr(m, "running_var"):
+            m.running_var.uniform_(0.5, 1.5)
+            m.running_mean.normal_(0, 0.1)
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_(0, 0.1)
+    plain = ResNetBackbone(name, train_backbone=True, dilation=False).to(dtype)
+    plain.load_state_dict(folded.state_dict())
+    plain.fold_frozen_norms = False
+    assert folded.fold_frozen_norms
+    return folded, plain
+
+
+@pytest.mark.parametrize("name", ["tiny_resnet", "resnet50"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("grad", [False, True])
+def test_folded_frozen_norms_equal_the_modules(name, dtype, grad):
+    """Inference (float32: oneDNN conv + sum + ReLU) and training (autograd through the scaled weight): same
+    features and parameter gradients as conv -> FrozenBatchNorm2d -> (+ identity) -> ReLU module by module."""
+    torch.manual_seed(0)
+    folded, plain = _folded_pair(name, dtype)
+    images = torch.randn(2, 3, 64, 96, dtype=dtype)
+    rtol, atol = (1e-10, 1e-10) if dtype == torch.float64 else (1e-4, 1e-5)
+    with torch.set_grad_enabled(grad):
+        ours, ref = folded(images), plain(images)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape and a.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol * b.abs().max().item())
+    if not grad:
+        return
+    sum(o.square().mean() for o in ours).backward()
+    sum(o.square().mean() for o in ref).backward()
+    checked = 0
+    for (pname, a), b in zip(folded.named_parameters(), plain.parameters()):
+        assert (a.grad is None) == (b.grad is None), pname
+        if a.grad is not None:
+            checked += 1
+            torch.testing.assert_close(a.grad, b.grad, rtol=rtol, atol=atol * b.grad.abs().max().item(), msg=pname)
+    assert checked > 0  # layer2-4 train, the stem and layer1 are frozen
+
+
+def test_folded_frozen_norms_under_bfloat16_autocast_take_the_autocast_path():
+    torch.manual_seed(0)
+    folded, plain = _folded_pair("tiny_resnet", torch.float32)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, ref = folded(images), plain(images)
+    for a, b in zip(ours, ref):
+        assert a.dtype == b.dtype == torch.bfloat16
+        torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.05 * b.float().abs().max().item())
