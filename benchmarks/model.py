@@ -4,16 +4,26 @@ Every case runs in a fresh spawned child process, so its peak resident set size
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its own. Each case runs one untimed warm-up iteration (the
 kernel extension loads and oneDNN creates its primitives there), then ``--iters`` timed ones; the table shows the
 best wall time, the process CPU time (user + system, all threads) of that iteration and the 1-minute load average
-of the machine, because the machine is shared and wall times depend on it.
+of the machine at the start and end of the case, because the machine is shared and wall times depend on it.
 
-Two switches measure settings outside the model (each result section of the JSON names the ones used):
-``--fused-adamw`` builds ``AdamW(fused=True)`` (the platform builds the default for-loop AdamW; fused differs by
-float32 rounding, ~6e-8 relative per step) and ``--thp`` starts the children with ``THP_MEM_ALLOC_ENABLE=1``
-(PyTorch then backs large CPU tensors with transparent huge pages, so fresh multi-megabyte intermediates cost far
-fewer page faults). Usage::
+Inference runs as the official ``inference.py`` does (no padding: ``size_divisibility=1``) with the compiled
+attention kernel and, for comparison, the reference backend (``r50_infer_ref``), one after the other in the same
+run; ``r50_infer_pad32`` pads to a multiple of 32 as the official evaluation branch does.
 
-    python benchmarks/model.py [--backend reference|compiled|auto] [--iters 2] [--cases r50_infer,r50_train,...]
-        [--fused-adamw] [--thp]
+Process settings (float32 throughout; no value the model computes depends on them), recorded in each result:
+
+- ``keep_freed_memory`` (default; ``--glibc-default`` skips it): :func:`seqformer.model.runtime.keep_freed_memory`,
+  so the 26-104 MB intermediates reuse mapped memory instead of faulting in fresh pages on every step;
+- ``OMP_WAIT_POLICY=PASSIVE`` (default; ``--omp-active`` keeps libgomp's spinning default): idle OpenMP threads
+  sleep instead of spinning. On this shared 2-core machine a spinning thread steals the core its partner needs
+  (R50 inference at load ~5: 24-58 s wall / 13-17 CPU-s spinning, 5.4 s / 9.0 CPU-s passive);
+- ``--fused-adamw`` builds ``AdamW(fused=True)`` (the platform builds the default for-loop AdamW; fused differs by
+  float32 rounding, ~6e-8 relative per step); ``--thp`` starts the children with ``THP_MEM_ALLOC_ENABLE=1``.
+
+Usage::
+
+    python benchmarks/model.py [--iters 2] [--cases r50_infer,r50_infer_ref,r50_train,...] [--glibc-default]
+        [--omp-active] [--fused-adamw] [--thp]
 """
 
 from __future__ import annotations
@@ -32,10 +42,14 @@ RESULTS = Path(__file__).parent / "results" / "model.json"
 # case -> (threads, frames, height, width, clips, instances per clip)
 CASES = {
     "r50_infer": (2, 5, 360, 640, 1, 2),
+    "r50_infer_ref": (2, 5, 360, 640, 1, 2),
+    "r50_infer_pad32": (2, 5, 360, 640, 1, 2),
     "r50_train": (2, 5, 360, 640, 1, 2),
     "tiny_train": (2, 2, 64, 96, 1, 2),
     "demo_train": (1, 3, 96, 96, 2, 2),
 }
+# inference case -> (attention backend, size_divisibility)
+INFER = {"r50_infer": ("compiled", 1), "r50_infer_ref": ("reference", 1), "r50_infer_pad32": ("compiled", 32)}
 TARGETS = {"r50_infer": (4.4, None), "r50_train": (10.0, 6.0)}
 
 
@@ -80,24 +94,30 @@ def _cpu_seconds() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
-def _run_case(case: str, backend: str, iters: int, fused_adamw: bool, queue) -> None:  # noqa: ANN001
+def _run_case(case: str, backend: str, iters: int, fused_adamw: bool, keep_memory: bool, queue) -> None:  # noqa: ANN001
     import torch
 
     from seqformer.model import build_criterion, build_model, param_groups
+    from seqformer.model.runtime import keep_freed_memory
 
+    kept = keep_freed_memory() if keep_memory else False
     threads, num_frames, h, w, num_clips, num_instances = CASES[case]
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    divisor = 32
+    if case in INFER:
+        backend, divisor = INFER[case] if backend == "auto" else (backend, INFER[case][1])
     cfg = _config(case, backend)
     clips, targets = _clips_and_targets(num_clips, num_frames, h, w, num_instances)
     model = build_model(cfg)
-    if case == "r50_infer":
+    if case in INFER:
         model.eval()
+        mask_size = ((h + divisor - 1) // divisor * divisor // 4, (w + divisor - 1) // divisor * divisor // 4)
 
         def step() -> None:
             with torch.no_grad():
-                out = model(clips)
-            assert out["pred_masks"].shape[-2:] == ((h + 31) // 32 * 8, (w + 31) // 32 * 8)
+                out = model(clips, size_divisibility=divisor)
+            assert out["pred_masks"].shape[-2:] == mask_size, out["pred_masks"].shape
 
     else:
         model.train()
@@ -137,6 +157,9 @@ def _run_case(case: str, backend: str, iters: int, fused_adamw: bool, queue) -> 
             "backend": backend,
             "backend_in_use": backend if backend != "auto" else backend_in_use().name,
             "threads": threads,
+            "size_divisibility": divisor,
+            "keep_freed_memory": kept,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "libgomp default (active spinning)"),
             "warmup_s": warmup,
             "fused_adamw": fused_adamw,
             "thp": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
@@ -161,7 +184,13 @@ def main() -> int:
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True) in the training cases")
     parser.add_argument("--thp", action="store_true", help="children run with THP_MEM_ALLOC_ENABLE=1")
+    parser.add_argument("--glibc-default", action="store_true", help="skip runtime.keep_freed_memory()")
+    parser.add_argument("--omp-active", action="store_true", help="keep libgomp's spin-waiting (no OMP_WAIT_POLICY)")
     args = parser.parse_args()
+    if args.omp_active:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+    else:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read by libgomp when a child loads torch
     if args.thp:
         os.environ["THP_MEM_ALLOC_ENABLE"] = "1"  # read by PyTorch's allocator at the child's first allocation
     else:
@@ -172,7 +201,10 @@ def main() -> int:
         if case not in CASES:
             parser.error(f"unknown case {case!r}; choose from {', '.join(CASES)}")
         queue = ctx.Queue()
-        proc = ctx.Process(target=_run_case, args=(case, args.backend, args.iters, args.fused_adamw, queue))
+        proc = ctx.Process(
+            target=_run_case,
+            args=(case, args.backend, args.iters, args.fused_adamw, not args.glibc_default, queue),
+        )
         proc.start()
         row = queue.get()  # before join: a child blocks on exit until its queue is drained
         proc.join()
@@ -180,10 +212,16 @@ def main() -> int:
             print(f"{case}: failed with exit code {proc.exitcode}")
             continue
         rows.append(row)
-    section = args.backend + ("+fused_adamw" if args.fused_adamw else "") + ("+thp" if args.thp else "")
+    section = (
+        args.backend
+        + ("+glibc_default" if args.glibc_default else "+keep_freed_memory")
+        + ("+omp_active" if args.omp_active else "+omp_passive")
+        + ("+fused_adamw" if args.fused_adamw else "")
+        + ("+thp" if args.thp else "")
+    )
     print(f"settings: {section}")
     header = (
-        f"{'case':<11} {'backend':<9} {'thr':>3} {'best s':>7} {'cpu s':>7} {'sys s':>6} {'peak GB':>8} {'load':>10}"
+        f"{'case':<15} {'backend':<9} {'thr':>3} {'best s':>7} {'cpu s':>7} {'sys s':>6} {'peak GB':>8} {'load':>10}"
         "  target"
     )
     print(header)
@@ -192,7 +230,7 @@ def main() -> int:
         target = "" if t_s is None else f"<= {t_s} s" + ("" if t_mem is None else f", <= {t_mem} GB")
         load = f"{min(r['load_avg_1min']):.1f}-{max(r['load_avg_1min']):.1f}"
         print(
-            f"{r['case']:<11} {r['backend_in_use']:<9} {r['threads']:>3} {r['best_s']:>7.2f} {r['best_cpu_s']:>7.2f} "
+            f"{r['case']:<15} {r['backend_in_use']:<9} {r['threads']:>3} {r['best_s']:>7.2f} {r['best_cpu_s']:>7.2f} "
             f"{r['best_sys_s']:>6.2f} {r['peak_rss_gb']:>8.2f} {load:>10}  {target}"
         )
     out = Path(args.out)
