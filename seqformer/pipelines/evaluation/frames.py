@@ -1,7 +1,8 @@
 """Per-frame mask tables: every compressed RLE string of a set of tracks in one byte buffer, plus int64 columns.
 
-The compiled helpers (:mod:`._extension`) read these tables directly: each string is decoded once for its area and
-once more, into runs, for the video IoU sums; no mask is ever expanded to pixels.
+The compiled helpers (:mod:`._extension`) read these tables directly: each string is decoded once for its area (the
+compiled file readers do it while the string is in cache) and once more, into runs, for the video IoU sums of the
+predictions that meet a track; no mask is ever expanded to pixels.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ The official evaluator walks two per-frame lists together (Python ``zip``) and s
 sizes merge to an empty mask in pycocotools, so such a frame adds 0 to both sums.
 
 Here one compiled call (``pair_sums`` in ``csrc/ytvis_eval.cpp``) computes the integer sums I and U for every pair of
-every (video, category) by walking run lengths, each string decoded once; IoU = I / U in float64, the division the
-official code does on the same exact integers.
+every (video, category) by walking run lengths: each track frame is decoded once into foreground intervals, each
+prediction frame once into a small buffer reused for all tracks of its problem, and only as far as the farthest track
+interval it can meet. IoU = I / U in float64, the division the official code does on the same exact integers.
 """
 
 from __future__ import annotations

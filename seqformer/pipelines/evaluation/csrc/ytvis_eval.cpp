@@ -1,4 +1,5 @@
-// Compiled helpers of the YouTube-VIS evaluator: compressed-RLE decoding, exact video IoU sums, results-file reading.
+// Compiled helpers of the YouTube-VIS evaluator: compressed-RLE decoding and encoding, exact video IoU sums, the
+// official greedy matching, and readers for results and annotation files.
 //
 // Written against the Python C API only (no torch or numpy headers), so the built module imports without torch.
 // Arrays travel as buffer-protocol objects (numpy arrays, bytes, bytearray); outputs are written into arrays that
