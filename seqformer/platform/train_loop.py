@@ -49,7 +49,11 @@ def build_optimizer(model: torch.nn.Module, exp: ExperimentConfig) -> torch.opti
     groups = param_groups(
         model, lr=exp.train.lr, lr_backbone=exp.train.lr_backbone, lr_linear_proj_mult=exp.train.lr_linear_proj_mult
     )
-    return torch.optim.AdamW(groups, lr=exp.train.lr, weight_decay=exp.train.weight_decay)
+    # fused: one kernel per step for all parameters instead of ~10 small ops per tensor (same update rule); CPU and
+    # CUDA both have it. The official model has ~300 parameter tensors, the demo's ~200: the per-tensor loop cost
+    # about a tenth of a demo step.
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=exp.train.lr, weight_decay=exp.train.weight_decay, fused=fused or None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, exp: ExperimentConfig) -> torch.optim.lr_scheduler.LRScheduler:
