@@ -70,6 +70,12 @@ class ModelConfig:
     size_divisibility: int = 32
     """Inputs are padded bottom/right to a multiple of this (32: the official training and ``engine.evaluate``;
     1: no padding, as the official ``inference.py``). ``SeqFormer.forward(..., size_divisibility=)`` overrides it."""
+    temporal_aggregation: Literal["weighted", "mean"] = "weighted"
+    """How the per-frame sampled features become the instance query: ``weighted`` (official: softmax over frames of
+    ``time_attention_weights`` of the box queries) or ``mean`` (plain average; the paper's aggregation ablation)."""
+    query_decomposition: bool = True
+    """Per-frame box queries (official). False: the box queries are averaged over the frames after every decoder
+    layer, so one shared query drives every frame (the paper's ablation without query decomposition)."""
     set_cost_class: float = 2.0
     """Matcher weight of the focal classification cost."""
     set_cost_bbox: float = 5.0
@@ -125,6 +131,7 @@ class ModelConfig:
             "backbone": ("tiny_resnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnext101", "swin_l"),
             "position_embedding": ("sine", "learned"),
             "msda_backend": ("auto", "compiled", "reference"),
+            "temporal_aggregation": ("weighted", "mean"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

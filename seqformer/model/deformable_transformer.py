@@ -91,9 +91,20 @@ class SeqFormerDecoderLayer(nn.Module):
     deformable cross-attention driven by the box queries, box FFN, temporal aggregation into the instance query."""
 
     def __init__(
-        self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int, backend: str
-    ) -> None:  # noqa: E501
+        self,
+        d_model: int,
+        d_ffn: int,
+        dropout: float,
+        n_levels: int,
+        n_heads: int,
+        n_points: int,
+        backend: str,
+        temporal_aggregation: str = "weighted",
+        query_decomposition: bool = True,
+    ) -> None:
         super().__init__()
+        self.temporal_aggregation = temporal_aggregation
+        self.query_decomposition = query_decomposition
         self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, backend=backend)
         self.dropout1 = Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
@@ -181,9 +192,16 @@ class SeqFormerDecoderLayer(nn.Module):
             )
         )
         tgt_box = self.norm3_box(tgt_box + self.dropout4_box(tgt_box2))
-        # temporal aggregation: softmax over frames of a score from the updated box query weights attn_inst
-        time_weight = F.softmax(self.time_attention_weights(tgt_box), 1)  # [B, T, Q, 1]
-        tgt = self.norm1(tgt + self.dropout1((attn_inst * time_weight).sum(1)))
+        if self.temporal_aggregation == "weighted":
+            # temporal aggregation: softmax over frames of a score from the updated box query weights attn_inst
+            time_weight = F.softmax(self.time_attention_weights(tgt_box), 1)  # [B, T, Q, 1]
+            aggregated = (attn_inst * time_weight).sum(1)
+        else:  # ablation: plain average over frames (time_attention_weights exists but is unused)
+            aggregated = attn_inst.mean(1)
+        tgt = self.norm1(tgt + self.dropout1(aggregated))
+        if not self.query_decomposition:
+            # ablation: one box query per instance shared by all frames instead of one per frame
+            tgt_box = tgt_box.mean(1, keepdim=True).expand_as(tgt_box).contiguous()
         tgt2 = self.linear2(
             relu_dropout(self.linear1(tgt), self.dropout3.p, self.training, inplace=not torch.is_grad_enabled())
         )
@@ -286,6 +304,8 @@ class DeformableTransformer(nn.Module):
             cfg.nheads,
             cfg.dec_n_points,
             cfg.msda_backend,
+            temporal_aggregation=cfg.temporal_aggregation,
+            query_decomposition=cfg.query_decomposition,
         )
         self.decoder = SeqFormerDecoder(dec_layer, cfg.dec_layers)
         self.level_embed = nn.Parameter(torch.empty(cfg.num_feature_levels, cfg.hidden_dim))
