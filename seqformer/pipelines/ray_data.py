@@ -103,7 +103,9 @@ def ray_executor(
 
         try:
             ctx.execution_options.preserve_order = True
-            ctx.execution_options.resource_limits = ray.data.ExecutionResources(object_store_memory=cap)
+            # the CPU limit must be explicit: with only a memory cap (or none), Ray Data 2.60's resource-budget
+            # back-pressure ran one map task at a time on a 2-CPU cluster ("backpressured: tasks(ResourceBudget)")
+            ctx.execution_options.resource_limits = ray.data.ExecutionResources(cpu=cpus, object_store_memory=cap)
             ctx.enable_progress_bars = False
             more = pull(2 * cpus)
             position = 0
