@@ -5,14 +5,15 @@ returns it with ``munmap`` when freed. SeqFormer's CPU forward and backward crea
 R50 encoder on a 5-frame 360x640 clip works on ``[25500, 256]`` and ``[25500, 1024]`` matrices), so every such
 tensor is faulted in page by page on its first write: filling a fresh 104 MB tensor took 103 ms on the 2-core
 development machine, refilling a reused one 13 ms. :func:`keep_freed_memory` tells glibc to serve large blocks
-from its heap and to keep freed memory for reuse, so after the first step the pages are already mapped (R50
-inference 16.1 -> 13.2 CPU-s, training step ~55 -> ~45 CPU-s there).
+from its heap and to keep freed memory for reuse, so after the first step most pages are already mapped. Measured
+there (``benchmarks/model.py``, load ~3): R50 inference of a 5-frame 360x640 clip 6.0 -> 3.6 s wall (8.7 -> 7.1
+CPU-s), training step 16.8 -> 14.2 s wall (27.2 -> 25.5 CPU-s).
 
 Limits: PyTorch asks for 64-byte aligned blocks (``posix_memalign``), which glibc serves by carving a slightly
 larger block, so a freed block is reused at once by smaller requests but by one of exactly its size only when its
 small neighbours are free too; otherwise the heap grows. Freed memory stays with the process, so the resident size
 stays at its high-water mark, and that can lie above the default allocator's peak (R50 training step on a 5-frame
-360x640 clip: 7.1 GB against 6.3 GB measured). It is a process-wide setting, so only applications call it (the
+360x640 clip, second timed step: 7.2 GB against 6.8 GB). It is a process-wide setting, so only applications call it (the
 benchmarks, the CLI), never the model itself.
 """
 
