@@ -8,7 +8,8 @@ of the machine at the start and end of the case, because the machine is shared a
 
 Inference runs as the official ``inference.py`` does (no padding: ``size_divisibility=1``) with the compiled
 attention kernel and, for comparison, the reference backend (``r50_infer_ref``), one after the other in the same
-run; ``r50_infer_pad32`` pads to a multiple of 32 as the official evaluation branch does.
+run; ``r50_infer_pad32`` pads to a multiple of 32 as the official evaluation branch does. ``r50_train_ckpt`` is the
+training step with ``checkpoint_encoder=True`` (encoder activations recomputed in the backward).
 
 Process settings (float32 throughout; no value the model computes depends on them), recorded in each result:
 
@@ -45,12 +46,13 @@ CASES = {
     "r50_infer_ref": (2, 5, 360, 640, 1, 2),
     "r50_infer_pad32": (2, 5, 360, 640, 1, 2),
     "r50_train": (2, 5, 360, 640, 1, 2),
+    "r50_train_ckpt": (2, 5, 360, 640, 1, 2),
     "tiny_train": (2, 2, 64, 96, 1, 2),
     "demo_train": (1, 3, 96, 96, 2, 2),
 }
 # inference case -> (attention backend, size_divisibility)
 INFER = {"r50_infer": ("compiled", 1), "r50_infer_ref": ("reference", 1), "r50_infer_pad32": ("compiled", 32)}
-TARGETS = {"r50_infer": (4.4, None), "r50_train": (10.0, 6.0)}
+TARGETS = {"r50_infer": (4.4, None), "r50_train": (10.0, 6.0), "r50_train_ckpt": (10.0, 6.0)}
 
 
 def _config(case: str, backend: str):  # noqa: ANN202
@@ -67,6 +69,8 @@ def _config(case: str, backend: str):  # noqa: ANN202
             enc_layers=2, dec_layers=2, nheads=8, num_queries=20, num_classes=5, num_frames=3, dropout=0.0,
             mask_feat_channels=8, msda_backend=backend,
         )  # fmt: skip
+    if case == "r50_train_ckpt":  # encoder activations recomputed in the backward (same values, less memory)
+        return ModelConfig(msda_backend=backend, checkpoint_encoder=True)
     return ModelConfig(msda_backend=backend)
 
 

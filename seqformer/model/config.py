@@ -76,6 +76,10 @@ class ModelConfig:
     query_decomposition: bool = True
     """Per-frame box queries (official). False: the box queries are averaged over the frames after every decoder
     layer, so one shared query drives every frame (the paper's ablation without query decomposition)."""
+    checkpoint_encoder: bool = False
+    """Training only: keep no activations inside the encoder layers but recompute them in the backward
+    (``torch.utils.checkpoint``; dropout draws are replayed, so values and gradients are unchanged). Lowers the
+    training step's peak memory at the cost of a second encoder forward. Off officially."""
     set_cost_class: float = 2.0
     """Matcher weight of the focal classification cost."""
     set_cost_bbox: float = 5.0

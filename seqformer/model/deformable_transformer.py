@@ -11,6 +11,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from seqformer.model.box_ops import inverse_sigmoid
@@ -57,6 +58,7 @@ class DeformableTransformerEncoder(nn.Module):
         super().__init__()
         self.layers = _clones(layer, num_layers)
         self.num_layers = num_layers
+        self.checkpoint = False  # recompute each layer in the backward (ModelConfig.checkpoint_encoder)
 
     @staticmethod
     def get_reference_points(spatial_shapes: list[tuple[int, int]], valid_ratios: torch.Tensor) -> torch.Tensor:
@@ -81,8 +83,13 @@ class DeformableTransformerEncoder(nn.Module):
         reference_points = self.get_reference_points(spatial_shapes_list, valid_ratios)
         reference_points = reference_points.repeat_interleave(num_frames, dim=0)  # [B*T, S, L, 2]
         output = src
+        recompute = self.checkpoint and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+            args = (output, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+            if recompute:
+                output = torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False, preserve_rng_state=True)
+            else:
+                output = layer(*args)
         return output
 
 
@@ -296,6 +303,7 @@ class DeformableTransformer(nn.Module):
             cfg.msda_backend,
         )
         self.encoder = DeformableTransformerEncoder(enc_layer, cfg.enc_layers)
+        self.encoder.checkpoint = cfg.checkpoint_encoder
         dec_layer = SeqFormerDecoderLayer(
             cfg.hidden_dim,
             cfg.dim_feedforward,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -159,3 +161,32 @@ def test_folded_frozen_norms_under_bfloat16_autocast_take_the_autocast_path():
     for a, b in zip(ours, ref):
         assert a.dtype == b.dtype == torch.bfloat16
         torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.05 * b.float().abs().max().item())
+
+
+def test_checkpointed_encoder_gives_the_same_losses_and_gradients():
+    """checkpoint_encoder recomputes the encoder layers in the backward with the dropout draws replayed."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        cfg = tiny_config(backbone="tiny_resnet", enc_layers=2, dec_layers=2, dropout=0.1)
+        plain = build_model(cfg).train()
+        ckpt = build_model(dataclasses.replace(cfg, checkpoint_encoder=True)).train()
+        ckpt.load_state_dict(plain.state_dict())
+        assert ckpt.detr.transformer.encoder.checkpoint and not plain.detr.transformer.encoder.checkpoint
+        criterion = build_criterion(cfg)
+        clip = [torch.randn(2, 3, 64, 64)]
+        targets = [synthetic_target(2, 2, 64, 64, seed=5)]
+        results = []
+        for model in (plain, ckpt):
+            torch.manual_seed(11)
+            losses = criterion(model(clip), targets)
+            criterion.total_loss(losses).backward()
+            results.append((losses, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    (loss_a, grad_a), (loss_b, grad_b) = results
+    for key in loss_a:
+        assert torch.equal(loss_a[key], loss_b[key]), key
+    assert grad_a.keys() == grad_b.keys()
+    for name in grad_a:
+        torch.testing.assert_close(grad_a[name], grad_b[name], rtol=1e-12, atol=1e-14, msg=name)
