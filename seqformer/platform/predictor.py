@@ -153,7 +153,8 @@ class Predictor:
     @torch.inference_mode()
     def _forward(self, clip: torch.Tensor) -> dict[str, Any]:
         """One forward of a clip ``[T, 3, h, w]`` (outputs include ``pred_queries [1, Q, C]``)."""
-        out = self.model([clip.to(self.device)])
+        # official inference.py feeds the resized frames unpadded (training pads to multiples of 32)
+        out = self.model([clip.to(self.device)], size_divisibility=1)
         if "pred_queries" not in out:
             raise RuntimeError(
                 f"the model ({type(self.model).__name__}) returned no pred_queries; the Predictor needs a SeqFormer "

@@ -100,7 +100,7 @@ def test_whole_video_predictor_is_postprocess_of_one_forward(tiny_model):
     frames = moving_square_frames(6)
     clip = torch.stack([preprocess_frame(f, 32) for f in frames])
     with torch.inference_mode():
-        out = tiny_model([clip])
+        out = tiny_model([clip], size_divisibility=1)
     expected = postprocess_video(out, 0, input_size=(32, 42), orig_size=(48, 64))
     assert Predictor(tiny_model, short_side=32).predict_video(iter(frames)) == expected
     assert Predictor(tiny_model, short_side=32, window=6, overlap=2).predict_video(frames) == expected
@@ -115,7 +115,7 @@ def test_tracker_on_a_single_window_reproduces_postprocess_video(tiny_model):
         tracker = VideoTracker((48, 64), AssociationConfig(top_k=top_k, candidates=candidates))
         tracker.add_window(window, owned_end(5, 0, True))
         with torch.inference_mode():
-            expected = postprocess_video(tiny_model([clip]), 0, input_size=(32, 42), orig_size=(48, 64), top_k=top_k)
+            expected = postprocess_video(tiny_model([clip], size_divisibility=1), 0, input_size=(32, 42), orig_size=(48, 64), top_k=top_k)
         assert tracker.results(5) == expected
 
 
