@@ -366,7 +366,9 @@ def _report(trainer: _Trainer, metrics: dict[str, float], with_checkpoint: bool)
 
     full = {"step": trainer.state.step, "epoch": trainer.state.epoch, **metrics}
     score_key = f"val/{trainer.exp.eval.metric}"
-    full.setdefault(score_key, trainer.state.last_val.get(score_key, -1.0))
+    # Only a fresh validation scores a checkpoint: an earlier step's metric would rank these weights by another
+    # model's result. Unscored checkpoints rank lowest; Ray Train still keeps the latest one for resuming.
+    full.setdefault(score_key, -1.0)
     if with_checkpoint and trainer.rank == 0:
         payload = checkpoint_payload(trainer.model, trainer.optimizer, trainer.scheduler, trainer.state, trainer.exp)
         with tempfile.TemporaryDirectory(prefix="seqformer-ckpt-") as folder:
@@ -476,7 +478,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # the same decisions on every rank: only rank 0 has validation metrics, but every rank must report
             validate_now = bool(every_eval and state.step % every_eval == 0 and not stop)
             val_metrics = _validate(trainer) if validate_now else {}
-            if state.step - last_ckpt_step >= exp.train.checkpoint_every_steps and not stop:
+            # every validated model is a checkpoint, so the kept best really is the best validated one
+            due = state.step - last_ckpt_step >= exp.train.checkpoint_every_steps or validate_now
+            if due and not stop:
                 state.train_seconds += time.monotonic() - started
                 started = time.monotonic()
                 _report(trainer, val_metrics, with_checkpoint=True)
