@@ -115,7 +115,8 @@ def test_tracker_on_a_single_window_reproduces_postprocess_video(tiny_model):
         tracker = VideoTracker((48, 64), AssociationConfig(top_k=top_k, candidates=candidates))
         tracker.add_window(window, owned_end(5, 0, True))
         with torch.inference_mode():
-            expected = postprocess_video(tiny_model([clip], size_divisibility=1), 0, input_size=(32, 42), orig_size=(48, 64), top_k=top_k)
+            out = tiny_model([clip], size_divisibility=1)
+            expected = postprocess_video(out, 0, input_size=(32, 42), orig_size=(48, 64), top_k=top_k)
         assert tracker.results(5) == expected
 
 
