@@ -603,6 +603,31 @@ class JsonCursor {
     return number(begin, end, is_int);
   }
 
+  // A non-negative JSON integer of at most 18 digits.
+  bool count(int64_t& value) {
+    int64_t begin, end;
+    bool is_int;
+    if (!number(begin, end, is_int)) return false;
+    if (!is_int || b_[begin] == '-' || end - begin > 18) return fail("a count or size that is not a small int");
+    std::from_chars(reinterpret_cast<const char*>(b_ + begin), reinterpret_cast<const char*>(b_ + end), value);
+    return true;
+  }
+
+  // An RLE "size" [height, width]; each element read by count() (non_negative) or integer(). Range checks are the
+  // caller's.
+  bool rle_size(int64_t& h, int64_t& w, bool non_negative) {
+    auto element = [&](int64_t& v) { return non_negative ? count(v) : integer(v); };
+    if (!take('[')) return fail("an RLE size that is not a list");
+    ws();
+    if (!element(h)) return false;
+    ws();
+    if (!take(',')) return fail("an RLE size that is not [height, width]");
+    ws();
+    if (!element(w)) return false;
+    ws();
+    return take(']') || fail("an RLE size that is not [height, width]");
+  }
+
   // Reads a key; which: 0..count-1 for known keys, -1 for others.
   bool key(const char* const* names, int count, int& which) {
     int64_t s, l;
@@ -724,15 +749,7 @@ class ResultsReader : public JsonCursor {
       if (which >= 0) seen |= 1 << which;
       ws();
       if (which == 0) {
-        if (!take('[')) return fail("an RLE size that is not a list");
-        ws();
-        if (!integer(h)) return false;
-        ws();
-        if (!take(',')) return fail("an RLE size that is not [height, width]");
-        ws();
-        if (!integer(w)) return false;
-        ws();
-        if (!take(']')) return fail("an RLE size that is not [height, width]");
+        if (!rle_size(h, w, /*non_negative=*/false)) return false;
         if (h < 0 || w < 0 || h > (1 << 30) || w > (1 << 30)) return fail("an RLE size out of range");
       } else if (which == 1) {
         bool escaped;
@@ -999,16 +1016,6 @@ class GtReader : public JsonCursor {
     }
   }
 
-  // A non-negative JSON integer of at most 18 digits.
-  bool count(int64_t& value) {
-    int64_t begin, end;
-    bool is_int;
-    if (!number(begin, end, is_int)) return false;
-    if (!is_int || b_[begin] == '-' || end - begin > 18) return fail("a count or size that is not a small int");
-    std::from_chars(reinterpret_cast<const char*>(b_ + begin), reinterpret_cast<const char*>(b_ + end), value);
-    return true;
-  }
-
   // One frame object: an empty one is absent (falsy); otherwise an RLE appended to the table.
   bool frame(bool& present) {
     ++p_;  // '{'
@@ -1028,15 +1035,7 @@ class GtReader : public JsonCursor {
       if (which >= 0) seen |= 1 << which;
       ws();
       if (which == 0) {
-        if (!take('[')) return fail("an RLE size that is not a list");
-        ws();
-        if (!count(h)) return false;
-        ws();
-        if (!take(',')) return fail("an RLE size that is not [height, width]");
-        ws();
-        if (!count(w)) return false;
-        ws();
-        if (!take(']')) return fail("an RLE size that is not [height, width]");
+        if (!rle_size(h, w, /*non_negative=*/true)) return false;
         if (h > (1 << 30) || w > (1 << 30)) return fail("an RLE size out of range");
       } else if (which == 1 && peek('[')) {
         listed = true;
