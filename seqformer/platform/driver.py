@@ -132,11 +132,12 @@ def train_experiment(
     if exp.model.msda_backend != "reference":
         prebuild_kernels_on_all_nodes(cuda=exp.resources.use_gpu)
     tracking = open_tracking(exp, parent_run_id)
-    earlier = sorted((run_storage(exp) / exp.name).glob("checkpoint_*"))
+    run_dir = run_storage(exp) / exp.name
+    earlier = list(run_dir.glob("checkpoint_*"))
     if earlier:
         # the workers pick (and verify) the newest good one; hashing them here as well would only cost time
         logger.info("found %d checkpoint(s) of an earlier job under %s; training continues from the newest good one",
-                    len(earlier), run_storage(exp) / exp.name)
+                    len(earlier), run_dir)
     config = {
         "experiment": to_dict(exp),
         "mlflow_run_id": tracking[1] if tracking else None,

@@ -485,8 +485,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 started = time.monotonic()
                 _report(trainer, val_metrics, with_checkpoint=True)
                 last_ckpt_step = state.step
-            elif validate_now:
-                _report(trainer, val_metrics, with_checkpoint=False)
             if not stop:
                 inject_fault(exp, state.step, trainer.rank)
             if stop:
