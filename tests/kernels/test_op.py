@@ -110,7 +110,9 @@ class OpTester:
             _grads(self.op, (value_nc, shapes, starts, locations_nc, weights_nc), grad_out),
             _grads(self.op, inputs, grad_out),
         ):
-            torch.testing.assert_close(g, w, rtol=0, atol=0)
+            # the CUDA backward scatters into grad_value with atomics: summation order, hence the last bits, vary
+            exact = self.device == "cpu"
+            torch.testing.assert_close(g, w, rtol=0 if exact else 1e-12, atol=0 if exact else 1e-14)
 
     # 5 channels take the generic channel loop, 32 the unrolled one (each reads the zero rows its own way)
     @pytest.mark.parametrize("channels", [5, 32])
