@@ -35,6 +35,12 @@ LOCAL_RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",
 }
 
+LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
+"""Ray renices its worker processes to 15 by default, so that on a busy node the head's control plane wins over
+them. In a Ray started here the workers *are* the job (decoding, training): at niceness 15 they lose every
+contention with unrelated processes of the machine, and ``prepare`` on two busy CPUs ran at 30% of the JPEG-decode
+bound (``benchmarks/prepare.py``). A cluster keeps its own setting."""
+
 
 def ensure_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
     """Connect to ``$RAY_ADDRESS`` if set, else start a local loopback-only Ray; no-op when already connected."""
@@ -48,7 +54,13 @@ def ensure_ray(num_cpus: int | None = None, object_store_memory: int | None = No
     for key, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(key, value)
     logger.info("starting a local Ray (num_cpus=%s, loopback only)", num_cpus)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=object_store_memory, log_to_driver=False)
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        object_store_memory=object_store_memory,
+        log_to_driver=False,
+        _system_config=LOCAL_SYSTEM_CONFIG,
+    )
 
 
 def _quiet_data_context(preserve_order: bool) -> None:

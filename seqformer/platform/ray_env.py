@@ -20,6 +20,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
     """Connect to ``address`` / ``$RAY_ADDRESS``, or start a loopback-only local Ray. Returns True if started here."""
     import ray
 
+    from seqformer.pipelines.ray_data import LOCAL_SYSTEM_CONFIG
+
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
@@ -34,6 +36,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
         include_dashboard=False,
         object_store_memory=object_store_mb * 2**20,
         log_to_driver=True,
+        # workers at the default niceness (Ray renices them to 15; see pipelines.ray_data.LOCAL_SYSTEM_CONFIG)
+        _system_config=LOCAL_SYSTEM_CONFIG,
         runtime_env={
             "env_vars": {k: os.environ[k] for k in (*LOCAL_RAY_ENV, "SEQFORMER_KERNELS_DIR") if k in os.environ}
         },

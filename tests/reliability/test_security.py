@@ -43,16 +43,17 @@ init_ray(num_cpus=1, object_store_mb=128)
 import ray
 from tests.reliability.ray_helpers import descendants, listening_addresses
 pids = [os.getpid(), *descendants(os.getpid())]
+worker_nice = ray.get(ray.remote(num_cpus=0)(lambda: os.nice(0)).remote())
 print(json.dumps({{"nodes": [n["NodeManagerAddress"] for n in ray.nodes()],
-                  "listening": listening_addresses(pids)}}))
+                  "listening": listening_addresses(pids), "worker_nice": worker_nice}}))
 ray.shutdown()
 """
 
 
-@pytest.mark.ray
-def test_local_ray_listens_on_loopback_only(observe):
-    """A Ray started by the platform (`init_ray`, as `seqformer run` does) binds every listener to 127.0.0.1, its
-    dashboard head included, even when the caller's environment did not ask for it."""
+@pytest.fixture(scope="module")
+def local_ray_probe() -> dict:
+    """What a Ray started by the platform (`init_ray`, as `seqformer run` does) looks like from inside, in a child
+    process whose environment did not ask for loopback or auth settings."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -67,7 +68,14 @@ def test_local_ray_listens_on_loopback_only(observe):
         timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.ray
+def test_local_ray_listens_on_loopback_only(local_ray_probe, observe):
+    """A Ray started by the platform binds every listener to 127.0.0.1, its dashboard head included, even when the
+    caller's environment did not ask for it."""
+    seen = local_ray_probe
     addresses = sorted({a for found in seen["listening"].values() for a in found})
     observe(
         "security/ray-loopback",
@@ -77,6 +85,12 @@ def test_local_ray_listens_on_loopback_only(observe):
     assert seen["nodes"] and set(seen["nodes"]) == {"127.0.0.1"}
     assert addresses, "found no listening sockets of the local Ray (the probe is broken)"
     assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "::1") for a in addresses), addresses
+
+
+@pytest.mark.ray
+def test_local_ray_workers_run_at_default_niceness(local_ray_probe):
+    """Ray renices workers to 15 by default; a local Ray of the platform keeps them at 0 (they do the job's work)."""
+    assert local_ray_probe["worker_nice"] == 0
 
 
 def test_demo_prints_an_mlflow_ui_command_bound_to_loopback(tmp_path, monkeypatch, observe):
