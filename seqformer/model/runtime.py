@@ -14,7 +14,7 @@ larger block, so a freed block is reused at once by smaller requests but by one 
 small neighbours are free too; otherwise the heap grows. Freed memory stays with the process, so the resident size
 stays at its high-water mark, and that can lie above the default allocator's peak (R50 training step on a 5-frame
 360x640 clip, second timed step: 7.2 GB against 6.8 GB). It is a process-wide setting, so only applications call it (the
-benchmarks, the CLI), never the model itself.
+benchmarks, the platform's CPU predictor for ``seqformer infer`` and the demo), never the model itself.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from seqformer.model.runtime import keep_freed_memory
 from seqformer.pipelines.inference import (
     RESULTS_FILE,
     AssociationConfig,
@@ -96,6 +97,10 @@ def fingerprint(model_spec: str, options: InferOptions) -> dict[str, Any]:
 def make_predictor(model: nn.Module | str, options: InferOptions, device: str | None = None) -> Predictor:
     """The Predictor the batch uses for these options (also what a notebook should build to get equal results)."""
     device = device or options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        # large activations reuse mapped memory instead of faulting in fresh pages every window (same values;
+        # R50 on a 5-frame 360x640 clip: 6.0 -> 3.6 s, benchmarks/model.py)
+        keep_freed_memory()
     return Predictor(model, device=device, window=options.window, overlap=options.overlap,
                      short_side=options.short_side, association=options.association())
 
