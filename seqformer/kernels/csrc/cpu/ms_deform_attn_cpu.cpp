@@ -9,14 +9,17 @@
 //   end, and walks all its queries over it. A head's slice of SeqFormer's encoder is ~600 KiB, and nearby queries
 //   touch a narrow band of it that stays in L2; in the [N, S, M, D] layout the same band is spread over 8x more
 //   memory and an eighth of the cache sets.
-// - Backward accumulates grad_value of the task's head in a second per-thread slice and writes it to
-//   grad_value[n, :, m, :] once at the end: no atomics, no zero-filled output, no per-thread copies of the whole
-//   gradient. Queries are split further (into private [N, S, M, D] buffers, summed at the end) only when there are
-//   fewer (n, m) pairs than threads.
+// - Backward accumulates grad_value of the task's head in the same per-thread slice, each row's D gradient
+//   elements right after its D values (one pass both copies the values and zeroes the gradients, and a corner's
+//   read and read-modify-write share a pointer), and writes it to grad_value[n, :, m, :] once at the end: no
+//   atomics, no zero-filled output, no per-thread copies of the whole gradient. Queries are split further (into
+//   private [N, S, M, D] buffers, summed at the end) only when there are fewer (n, m) pairs than threads.
 // - Queries are walked per (n, m), so consecutive queries' locations, weights and outputs are M rows apart; the
 //   kernels prefetch them a few queries ahead (the hardware prefetchers stop at page boundaries).
 // - Corners outside the map read one of four zero rows after the slice with weight zero, so the four taps of a
-//   sample fuse into one branch-free D-channel loop. D = 32 and 64 are compiled with a fixed trip count.
+//   sample fuse into one branch-free D-channel loop. D = 32 and 64 are compiled with a fixed trip count and run on
+//   whole vectors held in registers (forward_samples, backward_samples); the backward keeps each dot product as a
+//   vector of partial sums and adds them up a vector of samples at a time afterwards (sum_partial_dots).
 // - The per-sample set-up (pixel coordinates, floor, corner rows and bilinear weights, validity) runs a vector of
 //   samples at a time (sample_taps), as do the backward's location and weight gradients once the dot products of a
 //   query's samples are known; only the D-channel taps run sample by sample.
@@ -70,7 +73,7 @@ constexpr int kLanes = 8;
 constexpr int64_t kZeroRows = 4;
 
 // A 64-byte aligned scratch array of a worker thread (a D = 32 float row is then two whole cache lines). Buffers of
-// up to kKeptScratchBytes are kept by the thread between calls (a thread holds at most two, ~1.2 MiB at SeqFormer's
+// up to kKeptScratchBytes are kept by the thread between calls (a thread holds one, ~1.2 MiB at SeqFormer's
 // encoder shape): a fresh one would be mapped and faulted in page by page on every call, and unmapped afterwards,
 // which in a multi-threaded process also makes the kernel flush the other threads' TLBs.
 constexpr size_t kKeptScratchBytes = size_t(16) << 20;
@@ -103,11 +106,11 @@ class ThreadBuffer {
   size_t capacity_ = 0;
 };
 
-// The two scratch buffers of the calling thread (value slice, gradient slice), trimmed when the scope ends.
+// The scratch buffer of the calling thread (its slice), trimmed when the scope ends.
 template <typename T>
 class Scratch {
  public:
-  Scratch(int which, int64_t size) : buffer_(buffers()[which]) {
+  explicit Scratch(int64_t size) : buffer_(kept()) {
     data_ = static_cast<T*>(buffer_.reserve(static_cast<size_t>(size) * sizeof(T)));
   }
   ~Scratch() { buffer_.trim(); }
@@ -116,9 +119,9 @@ class Scratch {
   T* get() const { return data_; }
 
  private:
-  static ThreadBuffer* buffers() {
-    thread_local ThreadBuffer kept[2];
-    return kept;
+  static ThreadBuffer& kept() {
+    thread_local ThreadBuffer buffer;
+    return buffer;
   }
   ThreadBuffer& buffer_;
   T* data_;
@@ -213,16 +216,21 @@ MSDA_INLINE void prefetch_bytes(const void* p, int64_t bytes) {
   for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, kWrite ? 1 : 0, 3);
 }
 
-// Copies value[n, :, m, :] into the contiguous slice (S rows of D, then kZeroRows zero rows), converting to acc_t.
-template <typename scalar_t, typename acc_t, int kD>
+// Copies value[n, :, m, :] into the slice (S rows, then kZeroRows zero rows), converting to acc_t. Forward slices
+// are rows of D values (kGrad = false); backward slices interleave each row's D values with its D gradient
+// elements (kGrad = true), which are zeroed in the same pass.
+template <typename scalar_t, typename acc_t, int kD, bool kGrad>
 MSDA_INLINE void load_slice(const Problem<scalar_t, acc_t>& pb, int64_t n, int64_t m, acc_t* __restrict__ slice) {
-  const int64_t D = kD > 0 ? kD : pb.D, row = pb.M * D;
+  const int64_t D = kD > 0 ? kD : pb.D, row = pb.M * D, stride = kGrad ? 2 * D : D;
   const scalar_t* __restrict__ src = pb.value + n * pb.S * row + m * D;
   for (int64_t s = 0; s < pb.S; ++s) {
     if (s + 8 < pb.S) prefetch_bytes<false>(src + (s + 8) * row, D * sizeof(scalar_t));
-    MSDA_SIMD for (int64_t d = 0; d < D; ++d) slice[s * D + d] = static_cast<acc_t>(src[s * row + d]);
+    MSDA_SIMD for (int64_t d = 0; d < D; ++d) slice[s * stride + d] = static_cast<acc_t>(src[s * row + d]);
+    if constexpr (kGrad) {
+      MSDA_SIMD for (int64_t d = 0; d < D; ++d) slice[s * stride + D + d] = acc_t(0);
+    }
   }
-  std::fill(slice + pb.S * D, slice + (pb.S + kZeroRows) * D, acc_t(0));
+  std::fill(slice + pb.S * stride, slice + (pb.S + kZeroRows) * stride, acc_t(0));
 }
 
 // The bilinear geometry of the L * P samples of one (query, head) is computed a vector of samples at a time (GCC
@@ -255,33 +263,47 @@ struct SampleTaps {
   acc_t *level_w, *level_h;
   index_t *level_wi, *level_hi, *level_start;
   // per sample of the current query
-  index_t *row[4], *live;
+  index_t* live;
+  // The corner rows and attention weight * bilinear weight of sample i, corner k, at [4 * i + k]: the D-channel
+  // loops read a sample's eight values from two base pointers (eight separate arrays cost the loop spilled
+  // pointers, reloaded from the stack for every sample).
+  index_t* rows;
+  acc_t* scaled;
   acc_t *weight[4];  // bilinear weights, zero for corners outside the map
-  acc_t *scaled[4];  // attention weight * bilinear weight
   acc_t *fx, *fy, *attn;
   acc_t *dot[4];  // backward: <grad_out, V(corner k)>
+  // backward, D a multiple of kWidth: the partial sums (kWidth lanes) of the four dot products of sample i, corner k,
+  // at [4 * i + k], summed a vector of samples at a time by sum_partial_dots (read and written with load_vector and
+  // store_vector: std::vector does not align its storage for these vector types)
+  Real* partial_dots;
   std::vector<Int> ints;
   std::vector<Real> reals;
+  std::vector<Real> partials;
 
   SampleTaps(const int64_t* shapes, const int64_t* starts, int64_t L, int64_t P)
-      : n(L * P), padded((L * P + kWidth - 1) / kWidth * kWidth), ints(8 * padded / kWidth), reals(17 * padded / kWidth) {
+      : n(L * P),
+        padded((L * P + kWidth - 1) / kWidth * kWidth),
+        ints(8 * padded / kWidth),
+        reals(17 * padded / kWidth),
+        partials(4 * padded) {
     index_t* i = reinterpret_cast<index_t*>(ints.data());
     acc_t* r = reinterpret_cast<acc_t*>(reals.data());
     level_wi = i;
     level_hi = i + padded;
     level_start = i + 2 * padded;
     live = i + 3 * padded;
-    for (int k = 0; k < 4; ++k) row[k] = i + (4 + k) * padded;
+    rows = i + 4 * padded;
     level_w = r;
     level_h = r + padded;
     fx = r + 2 * padded;
     fy = r + 3 * padded;
     attn = r + 4 * padded;
+    scaled = r + 5 * padded;
     for (int k = 0; k < 4; ++k) {
-      weight[k] = r + (5 + k) * padded;
-      scaled[k] = r + (9 + k) * padded;
+      weight[k] = r + (9 + k) * padded;
       dot[k] = r + (13 + k) * padded;
     }
+    partial_dots = partials.data();  // zero-initialised: lanes of padding samples stay zero
     for (int64_t s = 0; s < padded; ++s) {
       const int64_t l = s < n ? s / P : 0;
       const int64_t h = s < n ? shapes[2 * l] : 1, w = s < n ? shapes[2 * l + 1] : 1;
@@ -304,6 +326,68 @@ MSDA_INLINE V load_vector(const void* p) {
 template <typename V>
 MSDA_INLINE void store_vector(void* p, const V& v) {
   std::memcpy(p, &v, sizeof(V));
+}
+
+// The four values p[0..3] each broadcast to a vector. A vector built from a scalar ({x, x, ...}, or x - Real{}) is
+// expanded into a chain of lane inserts inside the AVX2 clone, as GCC lowers the generic construct before it knows the
+// clone's target; a shuffle of one 4-element load becomes one broadcast per value.
+template <typename Real, typename T>
+MSDA_INLINE void broadcast4(const T* p, Real& b0, Real& b1, Real& b2, Real& b3) {
+#if defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
+  typedef T Four __attribute__((vector_size(4 * sizeof(T))));
+  const Four v = load_vector<Four>(p);
+  if constexpr (sizeof(Real) == 8 * sizeof(T)) {
+    b0 = __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
+    b1 = __builtin_shufflevector(v, v, 1, 1, 1, 1, 1, 1, 1, 1);
+    b2 = __builtin_shufflevector(v, v, 2, 2, 2, 2, 2, 2, 2, 2);
+    b3 = __builtin_shufflevector(v, v, 3, 3, 3, 3, 3, 3, 3, 3);
+  } else {
+    static_assert(sizeof(Real) == 4 * sizeof(T), "a vector of 4 or 8 lanes");
+    b0 = __builtin_shufflevector(v, v, 0, 0, 0, 0);
+    b1 = __builtin_shufflevector(v, v, 1, 1, 1, 1);
+    b2 = __builtin_shufflevector(v, v, 2, 2, 2, 2);
+    b3 = __builtin_shufflevector(v, v, 3, 3, 3, 3);
+  }
+#else  // GCC before 12: correct, slower
+  b0 = p[0] - Real{};
+  b1 = p[1] - Real{};
+  b2 = p[2] - Real{};
+  b3 = p[3] - Real{};
+#endif
+}
+
+// Writes four vectors of W samples (one per corner) sample-major: out[4 * j + k] = c_k[j], a 4 x W transpose in
+// shuffles (unpacks within 128-bit halves, then whole halves). Vec is a vector of W 4-byte (W = 8) or 8-byte
+// (W = 4) elements.
+template <int W, typename Vec>
+MSDA_INLINE void store_corners(void* out, Vec c0, Vec c1, Vec c2, Vec c3) {
+  static_assert(W == 4 || W == 8, "the shuffle masks below are written for 4 or 8 lanes");
+  using Elem = std::remove_reference_t<decltype(c0[0])>;
+  using Mask = std::conditional_t<sizeof(Elem) == 8, int64_t, int32_t>;
+  typedef Mask MaskVec __attribute__((vector_size(sizeof(Vec))));
+  char* p = static_cast<char*>(out);
+  if constexpr (W == 8) {
+    const MaskVec lo32 = {0, 8, 1, 9, 4, 12, 5, 13}, hi32 = {2, 10, 3, 11, 6, 14, 7, 15};
+    const MaskVec lo64 = {0, 1, 8, 9, 4, 5, 12, 13}, hi64 = {2, 3, 10, 11, 6, 7, 14, 15};
+    const MaskVec lo128 = {0, 1, 2, 3, 8, 9, 10, 11}, hi128 = {4, 5, 6, 7, 12, 13, 14, 15};
+    const Vec t0 = __builtin_shuffle(c0, c1, lo32), t1 = __builtin_shuffle(c0, c1, hi32);
+    const Vec t2 = __builtin_shuffle(c2, c3, lo32), t3 = __builtin_shuffle(c2, c3, hi32);
+    // samples (0 | 4), (1 | 5), (2 | 6), (3 | 7) in the two halves
+    const Vec u0 = __builtin_shuffle(t0, t2, lo64), u1 = __builtin_shuffle(t0, t2, hi64);
+    const Vec u2 = __builtin_shuffle(t1, t3, lo64), u3 = __builtin_shuffle(t1, t3, hi64);
+    store_vector(p, __builtin_shuffle(u0, u1, lo128));
+    store_vector(p + sizeof(Vec), __builtin_shuffle(u2, u3, lo128));
+    store_vector(p + 2 * sizeof(Vec), __builtin_shuffle(u0, u1, hi128));
+    store_vector(p + 3 * sizeof(Vec), __builtin_shuffle(u2, u3, hi128));
+  } else {
+    const MaskVec lo = {0, 4, 2, 6}, hi = {1, 5, 3, 7}, lo128 = {0, 1, 4, 5}, hi128 = {2, 3, 6, 7};
+    const Vec t0 = __builtin_shuffle(c0, c1, lo), t1 = __builtin_shuffle(c0, c1, hi);  // samples (0 | 2), (1 | 3)
+    const Vec t2 = __builtin_shuffle(c2, c3, lo), t3 = __builtin_shuffle(c2, c3, hi);
+    store_vector(p, __builtin_shuffle(t0, t2, lo128));
+    store_vector(p + sizeof(Vec), __builtin_shuffle(t1, t3, lo128));
+    store_vector(p + 2 * sizeof(Vec), __builtin_shuffle(t0, t2, hi128));
+    store_vector(p + 3 * sizeof(Vec), __builtin_shuffle(t1, t3, hi128));
+  }
 }
 
 // floor(v) for |v| < 2^31 as the integer vector and as reals: truncation, minus one where it rounded up.
@@ -363,21 +447,128 @@ MSDA_INLINE void sample_taps(const scalar_t* loc, const scalar_t* attn_in, int64
     const Real k0 = v0 ? gy * gx : zero, k1 = v1 ? gy * fx : zero, k2 = v2 ? fy * gx : zero;
     const Real k3 = v3 ? fy * fx : zero;
     store_vector(t.live + i0, in);
-    store_vector(t.row[0] + i0, v0 ? r : zero_rows);
-    store_vector(t.row[1] + i0, v1 ? r + 1 : zero_rows + 1);
-    store_vector(t.row[2] + i0, v2 ? r + wi : zero_rows + 2);
-    store_vector(t.row[3] + i0, v3 ? r + wi + 1 : zero_rows + 3);
+    store_corners<W>(t.rows + 4 * i0, v0 ? r : zero_rows, v1 ? r + 1 : zero_rows + 1, v2 ? r + wi : zero_rows + 2,
+                     v3 ? r + wi + 1 : zero_rows + 3);
     store_vector(t.weight[0] + i0, k0);
     store_vector(t.weight[1] + i0, k1);
     store_vector(t.weight[2] + i0, k2);
     store_vector(t.weight[3] + i0, k3);
-    store_vector(t.scaled[0] + i0, a * k0);
-    store_vector(t.scaled[1] + i0, a * k1);
-    store_vector(t.scaled[2] + i0, a * k2);
-    store_vector(t.scaled[3] + i0, a * k3);
+    store_corners<W>(t.scaled + 4 * i0, a * k0, a * k1, a * k2, a * k3);
     store_vector(t.fx + i0, fx);
     store_vector(t.fy + i0, fy);
     store_vector(t.attn + i0, a);
+  }
+}
+
+// The D-channel loops for D a multiple of the vector width (SeqFormer's D = 32 and 64): whole vectors in
+// registers, so a sample costs its 4 * D / kWidth row loads (and, backward, read-modify-writes) plus a few
+// instructions. Other D take the element-wise loops in the workers.
+template <typename acc_t, int kD>
+constexpr bool kVectorRows = kD > 0 && kD % Lanes<acc_t>::kWidth == 0;
+
+// out_acc[d] = sum over the query's live samples of sum_k scaled_k * V(corner k)[d], in the order of the
+// element-wise loop (the four products summed, then added).
+template <typename acc_t, int kD>
+MSDA_INLINE void forward_samples(const SampleTaps<acc_t>& t, const acc_t* __restrict__ slice, acc_t* out_acc) {
+  using Real = typename Lanes<acc_t>::Real;
+  constexpr int W = Lanes<acc_t>::kWidth, C = kD / W;
+  Real acc[C];
+  for (int c = 0; c < C; ++c) acc[c] = Real{};
+  for (int64_t i = 0; i < t.n; ++i) {
+    if (!t.live[i]) continue;
+    const auto* __restrict__ r = t.rows + 4 * i;
+    const acc_t* __restrict__ v0 = slice + static_cast<int64_t>(r[0]) * kD;
+    const acc_t* __restrict__ v1 = slice + static_cast<int64_t>(r[1]) * kD;
+    const acc_t* __restrict__ v2 = slice + static_cast<int64_t>(r[2]) * kD;
+    const acc_t* __restrict__ v3 = slice + static_cast<int64_t>(r[3]) * kD;
+    const acc_t* __restrict__ w = t.scaled + 4 * i;
+    Real w0, w1, w2, w3;
+    broadcast4(w, w0, w1, w2, w3);
+    for (int c = 0; c < C; ++c) {
+      acc[c] += w0 * load_vector<Real>(v0 + c * W) + w1 * load_vector<Real>(v1 + c * W) +
+                w2 * load_vector<Real>(v2 + c * W) + w3 * load_vector<Real>(v3 + c * W);
+    }
+  }
+  for (int c = 0; c < C; ++c) store_vector(out_acc + c * W, acc[c]);
+}
+
+// Backward of one query's samples: scatters scaled_k * g into the grad rows of the four corners and keeps the four
+// dot products <g, V(corner k)> as W-lane partial sums (t.partial_dots), summed afterwards by sum_partial_dots.
+// `slice` interleaves rows: values of row r at [2 * kD * r], its gradient at [2 * kD * r + kD].
+template <typename acc_t, int kD>
+MSDA_INLINE void backward_samples(SampleTaps<acc_t>& t, acc_t* __restrict__ slice, const acc_t* __restrict__ g) {
+  using Real = typename Lanes<acc_t>::Real;
+  constexpr int W = Lanes<acc_t>::kWidth, C = kD / W;
+  Real gv[C];
+  for (int c = 0; c < C; ++c) gv[c] = load_vector<Real>(g + c * W);
+  Real* __restrict__ partial = t.partial_dots;
+  for (int64_t i = 0; i < t.n; ++i) {
+    if (!t.live[i]) {
+      for (int k = 0; k < 4; ++k) store_vector(partial + 4 * i + k, Real{});
+      continue;
+    }
+    const auto* __restrict__ r = t.rows + 4 * i;
+    // The four corners' rows are distinct (outside ones have a zero row each), so the updates are independent.
+    acc_t* __restrict__ p0 = slice + static_cast<int64_t>(r[0]) * (2 * kD);
+    acc_t* __restrict__ p1 = slice + static_cast<int64_t>(r[1]) * (2 * kD);
+    acc_t* __restrict__ p2 = slice + static_cast<int64_t>(r[2]) * (2 * kD);
+    acc_t* __restrict__ p3 = slice + static_cast<int64_t>(r[3]) * (2 * kD);
+    const acc_t* __restrict__ w = t.scaled + 4 * i;
+    Real w0, w1, w2, w3;
+    broadcast4(w, w0, w1, w2, w3);
+    Real d0 = {}, d1 = {}, d2 = {}, d3 = {};
+    for (int c = 0; c < C; ++c) {
+      d0 += gv[c] * load_vector<Real>(p0 + c * W);
+      d1 += gv[c] * load_vector<Real>(p1 + c * W);
+      d2 += gv[c] * load_vector<Real>(p2 + c * W);
+      d3 += gv[c] * load_vector<Real>(p3 + c * W);
+    }
+    for (int c = 0; c < C; ++c) {
+      store_vector(p0 + kD + c * W, load_vector<Real>(p0 + kD + c * W) + w0 * gv[c]);
+      store_vector(p1 + kD + c * W, load_vector<Real>(p1 + kD + c * W) + w1 * gv[c]);
+      store_vector(p2 + kD + c * W, load_vector<Real>(p2 + kD + c * W) + w2 * gv[c]);
+      store_vector(p3 + kD + c * W, load_vector<Real>(p3 + kD + c * W) + w3 * gv[c]);
+    }
+    store_vector(partial + 4 * i, d0);
+    store_vector(partial + 4 * i + 1, d1);
+    store_vector(partial + 4 * i + 2, d2);
+    store_vector(partial + 4 * i + 3, d3);
+  }
+}
+
+// t.dot[k][i] = the sum of the W lanes of t.partial_dots[4 * i + k], W samples at a time: a transpose-and-add tree
+// (pairs of vectors combined by even/odd shuffles within 128-bit halves, then the halves) gives W sums in
+// 3 * (W - 1) shuffles and additions, where summing each vector alone takes a shuffle tree and scalar additions per
+// sample. The order of the additions differs from a sequential sum by rounding only.
+template <typename acc_t>
+MSDA_INLINE void sum_partial_dots(SampleTaps<acc_t>& t) {
+  using Real = typename Lanes<acc_t>::Real;
+  using Int = typename Lanes<acc_t>::Int;
+  constexpr int W = Lanes<acc_t>::kWidth;
+  const Real* __restrict__ partial = t.partial_dots;
+  for (int k = 0; k < 4; ++k) {
+    for (int64_t i0 = 0; i0 < t.padded; i0 += W) {
+      const Real* p0 = partial + 4 * i0 + k;  // sample i0 + j at p0[4 * j]
+      const auto p = [p0](int j) { return load_vector<Real>(p0 + 4 * j); };
+      Real sum;
+      if constexpr (W == 8) {
+        const Int even = {0, 2, 8, 10, 4, 6, 12, 14}, odd = {1, 3, 9, 11, 5, 7, 13, 15};
+        const Int lo = {0, 1, 2, 3, 8, 9, 10, 11}, hi = {4, 5, 6, 7, 12, 13, 14, 15};
+        const auto pair = [&](Real a, Real b) { return __builtin_shuffle(a, b, even) + __builtin_shuffle(a, b, odd); };
+        // [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7], then four-element sums of a..d | a..d
+        const Real abcd = pair(pair(p(0), p(1)), pair(p(2), p(3)));
+        const Real efgh = pair(pair(p(4), p(5)), pair(p(6), p(7)));
+        sum = __builtin_shuffle(abcd, efgh, lo) + __builtin_shuffle(abcd, efgh, hi);
+      } else {
+        static_assert(W == 4, "the shuffle masks below are written for 4 or 8 lanes");
+        const Int even = {0, 4, 2, 6}, odd = {1, 5, 3, 7}, lo = {0, 1, 4, 5}, hi = {2, 3, 6, 7};
+        const Real a = p(0), b = p(1), c = p(2), d = p(3);
+        const Real ab = __builtin_shuffle(a, b, even) + __builtin_shuffle(a, b, odd);
+        const Real cd = __builtin_shuffle(c, d, even) + __builtin_shuffle(c, d, odd);
+        sum = __builtin_shuffle(ab, cd, lo) + __builtin_shuffle(ab, cd, hi);
+      }
+      store_vector(t.dot[k] + i0, sum);
+    }
   }
 }
 
@@ -387,7 +578,7 @@ template <typename scalar_t, typename acc_t, int kD>
 MSDA_INLINE void forward_worker(const Problem<scalar_t, acc_t>& pb) {
   const int64_t D = kD > 0 ? kD : pb.D;
   const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, S = pb.S, LP = L * P;
-  Scratch<acc_t> slice_buf(0, (S + kZeroRows) * D);
+  Scratch<acc_t> slice_buf((S + kZeroRows) * D);
   acc_t* __restrict__ slice = slice_buf.get();
   SampleTaps<acc_t> t(pb.shapes, pb.starts, L, P);
   std::vector<acc_t> acc_heap(kD > 0 ? 0 : D);
@@ -397,7 +588,7 @@ MSDA_INLINE void forward_worker(const Problem<scalar_t, acc_t>& pb) {
   for (int64_t task; (task = pb.next_task->fetch_add(1, std::memory_order_relaxed)) < pb.tasks;) {
     const int64_t chunk = task % pb.chunks, nm = task / pb.chunks, n = nm / M, m = nm % M;
     if (nm != loaded) {
-      load_slice<scalar_t, acc_t, kD>(pb, n, m, slice);
+      load_slice<scalar_t, acc_t, kD, false>(pb, n, m, slice);
       loaded = nm;
     }
     const int64_t q_begin = Lq * chunk / pb.chunks, q_end = Lq * (chunk + 1) / pb.chunks;
@@ -410,19 +601,29 @@ MSDA_INLINE void forward_worker(const Problem<scalar_t, acc_t>& pb) {
         prefetch_bytes<true>(pb.out + ahead * D, D * sizeof(scalar_t));
       }
       sample_taps(pb.loc + qm * LP * 2, pb.attn + qm * LP, S, t);
+      scalar_t* __restrict__ out = pb.out + qm * D;
+      if constexpr (kVectorRows<acc_t, kD>) {
+        if constexpr (std::is_same_v<scalar_t, acc_t>) {
+          forward_samples<acc_t, kD>(t, slice, out);
+        } else {
+          forward_samples<acc_t, kD>(t, slice, acc);
+          MSDA_SIMD for (int64_t d = 0; d < D; ++d) out[d] = static_cast<scalar_t>(acc[d]);
+        }
+        continue;
+      }
       MSDA_SIMD for (int64_t d = 0; d < D; ++d) acc[d] = acc_t(0);
       for (int64_t i = 0; i < LP; ++i) {
         if (!t.live[i]) continue;
-        const acc_t* __restrict__ v0 = slice + t.row[0][i] * D;
-        const acc_t* __restrict__ v1 = slice + t.row[1][i] * D;
-        const acc_t* __restrict__ v2 = slice + t.row[2][i] * D;
-        const acc_t* __restrict__ v3 = slice + t.row[3][i] * D;
-        const acc_t cw0 = t.scaled[0][i], cw1 = t.scaled[1][i], cw2 = t.scaled[2][i], cw3 = t.scaled[3][i];
+        const acc_t* __restrict__ v0 = slice + t.rows[4 * i] * D;
+        const acc_t* __restrict__ v1 = slice + t.rows[4 * i + 1] * D;
+        const acc_t* __restrict__ v2 = slice + t.rows[4 * i + 2] * D;
+        const acc_t* __restrict__ v3 = slice + t.rows[4 * i + 3] * D;
+        const acc_t cw0 = t.scaled[4 * i], cw1 = t.scaled[4 * i + 1], cw2 = t.scaled[4 * i + 2];
+        const acc_t cw3 = t.scaled[4 * i + 3];
         MSDA_SIMD for (int64_t d = 0; d < D; ++d) {
           acc[d] += cw0 * v0[d] + cw1 * v1[d] + cw2 * v2[d] + cw3 * v3[d];
         }
       }
-      scalar_t* __restrict__ out = pb.out + qm * D;
       MSDA_SIMD for (int64_t d = 0; d < D; ++d) out[d] = static_cast<scalar_t>(acc[d]);
     }
   }
@@ -436,10 +637,12 @@ template <typename scalar_t, typename acc_t, int kD>
 MSDA_INLINE void backward_worker(const Problem<scalar_t, acc_t>& pb) {
   const int64_t D = kD > 0 ? kD : pb.D;
   const int64_t M = pb.M, L = pb.L, P = pb.P, Lq = pb.Lq, S = pb.S, LP = L * P, row = M * D;
-  Scratch<acc_t> slice_buf(0, (S + kZeroRows) * D);
-  Scratch<acc_t> grad_buf(1, (S + kZeroRows) * D);
+  // Value and gradient rows interleaved (row r: D values, then D gradient elements): a sample's read-modify-writes
+  // land next to the rows it reads, and one pointer per corner addresses both.
+  const int64_t stride = 2 * D;
+  Scratch<acc_t> slice_buf((S + kZeroRows) * stride);
   acc_t* __restrict__ slice = slice_buf.get();
-  acc_t* __restrict__ grad_slice = grad_buf.get();
+  acc_t* __restrict__ grad_slice = slice + D;
   SampleTaps<acc_t> t(pb.shapes, pb.starts, L, P);
   std::vector<acc_t> g_heap(kD > 0 ? 0 : D);
   acc_t g_stack[kD > 0 ? kD : 1];
@@ -448,10 +651,13 @@ MSDA_INLINE void backward_worker(const Problem<scalar_t, acc_t>& pb) {
   for (int64_t task; (task = pb.next_task->fetch_add(1, std::memory_order_relaxed)) < pb.tasks;) {
     const int64_t chunk = task % pb.chunks, nm = task / pb.chunks, n = nm / M, m = nm % M;
     if (nm != loaded) {
-      load_slice<scalar_t, acc_t, kD>(pb, n, m, slice);
+      load_slice<scalar_t, acc_t, kD, true>(pb, n, m, slice);  // zeroes the gradient rows too
       loaded = nm;
+    } else {  // another query chunk of the same (n, m)
+      for (int64_t s = 0; s < S + kZeroRows; ++s) {
+        std::fill(grad_slice + s * stride, grad_slice + s * stride + D, acc_t(0));
+      }
     }
-    std::fill(grad_slice, grad_slice + (S + kZeroRows) * D, acc_t(0));
     const int64_t q_begin = Lq * chunk / pb.chunks, q_end = Lq * (chunk + 1) / pb.chunks;
     for (int64_t q = q_begin; q < q_end; ++q) {
       const int64_t qm = (n * Lq + q) * M + m;
@@ -466,21 +672,26 @@ MSDA_INLINE void backward_worker(const Problem<scalar_t, acc_t>& pb) {
       }
       sample_taps(pb.loc + qm * LP * 2, pb.attn + qm * LP, S, t);
       MSDA_SIMD for (int64_t d = 0; d < D; ++d) g[d] = static_cast<acc_t>(grad_out[d]);
-      for (int64_t i = 0; i < LP; ++i) {
+      if constexpr (kVectorRows<acc_t, kD>) {
+        backward_samples<acc_t, kD>(t, slice, g);
+        sum_partial_dots(t);
+      }
+      for (int64_t i = 0; i < (kVectorRows<acc_t, kD> ? 0 : LP); ++i) {
         if (!t.live[i]) {
           t.dot[0][i] = t.dot[1][i] = t.dot[2][i] = t.dot[3][i] = acc_t(0);
           continue;
         }
-        const acc_t* __restrict__ v0 = slice + t.row[0][i] * D;
-        const acc_t* __restrict__ v1 = slice + t.row[1][i] * D;
-        const acc_t* __restrict__ v2 = slice + t.row[2][i] * D;
-        const acc_t* __restrict__ v3 = slice + t.row[3][i] * D;
+        const acc_t* __restrict__ v0 = slice + t.rows[4 * i] * stride;
+        const acc_t* __restrict__ v1 = slice + t.rows[4 * i + 1] * stride;
+        const acc_t* __restrict__ v2 = slice + t.rows[4 * i + 2] * stride;
+        const acc_t* __restrict__ v3 = slice + t.rows[4 * i + 3] * stride;
         // The four corners' rows are distinct (outside ones have a zero row each), so restrict holds.
-        acc_t* __restrict__ gv0 = grad_slice + t.row[0][i] * D;
-        acc_t* __restrict__ gv1 = grad_slice + t.row[1][i] * D;
-        acc_t* __restrict__ gv2 = grad_slice + t.row[2][i] * D;
-        acc_t* __restrict__ gv3 = grad_slice + t.row[3][i] * D;
-        const acc_t cw0 = t.scaled[0][i], cw1 = t.scaled[1][i], cw2 = t.scaled[2][i], cw3 = t.scaled[3][i];
+        acc_t* __restrict__ gv0 = grad_slice + t.rows[4 * i] * stride;
+        acc_t* __restrict__ gv1 = grad_slice + t.rows[4 * i + 1] * stride;
+        acc_t* __restrict__ gv2 = grad_slice + t.rows[4 * i + 2] * stride;
+        acc_t* __restrict__ gv3 = grad_slice + t.rows[4 * i + 3] * stride;
+        const acc_t cw0 = t.scaled[4 * i], cw1 = t.scaled[4 * i + 1], cw2 = t.scaled[4 * i + 2];
+        const acc_t cw3 = t.scaled[4 * i + 3];
         // The four dot products are kept as kLanes partial sums each, updated element-wise (vectorised without
         // reassociating anything) and summed by sum_lanes; a plain scalar reduction would not vectorise at -O3.
         acc_t lane0[kLanes] = {}, lane1[kLanes] = {}, lane2[kLanes] = {}, lane3[kLanes] = {};
@@ -538,12 +749,14 @@ MSDA_INLINE void backward_worker(const Problem<scalar_t, acc_t>& pb) {
     if (pb.chunks == 1) {
       scalar_t* __restrict__ dst = pb.grad_value + n * S * row + m * D;
       for (int64_t s = 0; s < S; ++s) {
-        MSDA_SIMD for (int64_t d = 0; d < D; ++d) dst[s * row + d] = static_cast<scalar_t>(grad_slice[s * D + d]);
+        MSDA_SIMD for (int64_t d = 0; d < D; ++d) {
+          dst[s * row + d] = static_cast<scalar_t>(grad_slice[s * stride + d]);
+        }
       }
     } else {
       acc_t* __restrict__ dst = pb.grad_value_parts + (chunk * pb.N + n) * S * row + m * D;
       for (int64_t s = 0; s < S; ++s) {
-        MSDA_SIMD for (int64_t d = 0; d < D; ++d) dst[s * row + d] = grad_slice[s * D + d];
+        MSDA_SIMD for (int64_t d = 0; d < D; ++d) dst[s * row + d] = grad_slice[s * stride + d];
       }
     }
   }
