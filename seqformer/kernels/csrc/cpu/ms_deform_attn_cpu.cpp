@@ -216,6 +216,25 @@ MSDA_INLINE void prefetch_bytes(const void* p, int64_t bytes) {
   for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, kWrite ? 1 : 0, 3);
 }
 
+// Unaligned vector loads and stores (memcpy of a vector type compiles to one move).
+template <typename V>
+MSDA_INLINE V load_vector(const void* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V>
+MSDA_INLINE void store_vector(void* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// Eight zeros, for load_slice.
+template <typename T>
+struct Zeros8 {
+  T v[8] = {};
+};
+
 // Copies value[n, :, m, :] into the slice (S rows, then kZeroRows zero rows), converting to acc_t. Forward slices
 // are rows of D values (kGrad = false); backward slices interleave each row's D values with its D gradient
 // elements (kGrad = true), which are zeroed in the same pass.
@@ -227,7 +246,12 @@ MSDA_INLINE void load_slice(const Problem<scalar_t, acc_t>& pb, int64_t n, int64
     if (s + 8 < pb.S) prefetch_bytes<false>(src + (s + 8) * row, D * sizeof(scalar_t));
     MSDA_SIMD for (int64_t d = 0; d < D; ++d) slice[s * stride + d] = static_cast<acc_t>(src[s * row + d]);
     if constexpr (kGrad) {
-      MSDA_SIMD for (int64_t d = 0; d < D; ++d) slice[s * stride + D + d] = acc_t(0);
+      // Explicit stores: GCC turns a zero-filling loop into memset, a `rep stos` with a startup cost of tens of
+      // cycles for every 128-byte row.
+      acc_t* __restrict__ grad = slice + s * stride + D;
+      int64_t d = 0;
+      for (; d + 8 <= D; d += 8) store_vector(grad + d, Zeros8<acc_t>{});
+      for (; d < D; ++d) grad[d] = acc_t(0);
     }
   }
   std::fill(slice + pb.S * stride, slice + (pb.S + kZeroRows) * stride, acc_t(0));
@@ -315,18 +339,6 @@ struct SampleTaps {
     }
   }
 };
-
-template <typename V>
-MSDA_INLINE V load_vector(const void* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-
-template <typename V>
-MSDA_INLINE void store_vector(void* p, const V& v) {
-  std::memcpy(p, &v, sizeof(V));
-}
 
 // The four values p[0..3] each broadcast to a vector. A vector built from a scalar ({x, x, ...}, or x - Real{}) is
 // expanded into a chain of lane inserts inside the AVX2 clone, as GCC lowers the generic construct before it knows the
@@ -474,14 +486,18 @@ MSDA_INLINE void forward_samples(const SampleTaps<acc_t>& t, const acc_t* __rest
   constexpr int W = Lanes<acc_t>::kWidth, C = kD / W;
   Real acc[C];
   for (int c = 0; c < C; ++c) acc[c] = Real{};
-  for (int64_t i = 0; i < t.n; ++i) {
-    if (!t.live[i]) continue;
-    const auto* __restrict__ r = t.rows + 4 * i;
+  // The arrays' pointers as locals: the stores below could otherwise alias `t` and make GCC reload them.
+  const auto *__restrict__ live = t.live, *__restrict__ rows = t.rows;
+  const acc_t* __restrict__ scaled = t.scaled;
+  const int64_t n = t.n;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!live[i]) continue;
+    const auto* __restrict__ r = rows + 4 * i;
     const acc_t* __restrict__ v0 = slice + static_cast<int64_t>(r[0]) * kD;
     const acc_t* __restrict__ v1 = slice + static_cast<int64_t>(r[1]) * kD;
     const acc_t* __restrict__ v2 = slice + static_cast<int64_t>(r[2]) * kD;
     const acc_t* __restrict__ v3 = slice + static_cast<int64_t>(r[3]) * kD;
-    const acc_t* __restrict__ w = t.scaled + 4 * i;
+    const acc_t* __restrict__ w = scaled + 4 * i;
     Real w0, w1, w2, w3;
     broadcast4(w, w0, w1, w2, w3);
     for (int c = 0; c < C; ++c) {
@@ -502,18 +518,21 @@ MSDA_INLINE void backward_samples(SampleTaps<acc_t>& t, acc_t* __restrict__ slic
   Real gv[C];
   for (int c = 0; c < C; ++c) gv[c] = load_vector<Real>(g + c * W);
   Real* __restrict__ partial = t.partial_dots;
-  for (int64_t i = 0; i < t.n; ++i) {
-    if (!t.live[i]) {
+  const auto *__restrict__ live = t.live, *__restrict__ rows = t.rows;  // as locals: see forward_samples
+  const acc_t* __restrict__ scaled = t.scaled;
+  const int64_t n = t.n;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!live[i]) {
       for (int k = 0; k < 4; ++k) store_vector(partial + 4 * i + k, Real{});
       continue;
     }
-    const auto* __restrict__ r = t.rows + 4 * i;
+    const auto* __restrict__ r = rows + 4 * i;
     // The four corners' rows are distinct (outside ones have a zero row each), so the updates are independent.
     acc_t* __restrict__ p0 = slice + static_cast<int64_t>(r[0]) * (2 * kD);
     acc_t* __restrict__ p1 = slice + static_cast<int64_t>(r[1]) * (2 * kD);
     acc_t* __restrict__ p2 = slice + static_cast<int64_t>(r[2]) * (2 * kD);
     acc_t* __restrict__ p3 = slice + static_cast<int64_t>(r[3]) * (2 * kD);
-    const acc_t* __restrict__ w = t.scaled + 4 * i;
+    const acc_t* __restrict__ w = scaled + 4 * i;
     Real w0, w1, w2, w3;
     broadcast4(w, w0, w1, w2, w3);
     Real d0 = {}, d1 = {}, d2 = {}, d3 = {};
