@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from seqformer.platform.checkpoint import CHECKPOINT_FILE, latest_verified, verify_checkpoint
-from seqformer.platform.config import ExperimentConfig, flatten, to_dict, to_yaml
+from seqformer.platform.config import ExperimentConfig, flatten, to_dict, to_yaml, with_absolute_paths
 from seqformer.platform.model_source import experiment_model_dir
 from seqformer.platform.tracking import (
     Tracker,
@@ -128,6 +128,7 @@ def train_experiment(
     """
     from seqformer.platform.ray_env import init_ray, prebuild_kernels_on_all_nodes
 
+    exp = with_absolute_paths(exp)  # Ray Train workers run in their own working directories
     init_ray(exp.resources.ray_address)
     if exp.model.msda_backend != "reference":
         prebuild_kernels_on_all_nodes(cuda=exp.resources.use_gpu)

@@ -39,11 +39,25 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
         # workers at the default niceness (Ray renices them to 15; see pipelines.ray_data.LOCAL_SYSTEM_CONFIG)
         _system_config=LOCAL_SYSTEM_CONFIG,
         runtime_env={
-            "env_vars": {k: os.environ[k] for k in (*LOCAL_RAY_ENV, "SEQFORMER_KERNELS_DIR") if k in os.environ}
+            "env_vars": {k: os.environ[k] for k in (*LOCAL_RAY_ENV, "SEQFORMER_KERNELS_DIR") if k in os.environ},
+            "worker_process_setup_hook": "seqformer.platform.ray_env.quiet_local_worker_logs",
         },
     )
     logger.info("started a local Ray on 127.0.0.1 (%s CPUs)", ray.cluster_resources().get("CPU"))
     return True
+
+
+# Ray Train's placement-group cleaner asks the State API every few seconds whether the training controller is alive;
+# the State API is served by the dashboard, which a local Ray started here does not run, so every poll logged a warning
+# ("Failed to query Ray Train Controller actor state ...") for the whole run. Its real work (removing the placement
+# group of a controller that died) is unaffected.
+_QUIET_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def quiet_local_worker_logs() -> None:
+    """Worker-process setup hook of a local Ray started by :func:`init_ray`: silences the cleaner's poll warnings."""
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _build_on_this_node(cuda: bool) -> dict[str, Any]:

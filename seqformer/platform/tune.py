@@ -11,7 +11,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from seqformer.platform.config import ConfigError, ExperimentConfig, apply_overrides, to_dict, validate
+from seqformer.platform.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    to_dict,
+    validate,
+    with_absolute_paths,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +203,7 @@ def run_sweep(exp: ExperimentConfig, resume: bool = False) -> dict[str, Any]:
     from seqformer.platform.ray_env import init_ray, prebuild_kernels_on_all_nodes
 
     validate_sweep(exp)
+    exp = with_absolute_paths(exp)  # trials run in their own working directories
     init_ray(exp.resources.ray_address)
     if exp.model.msda_backend != "reference":
         prebuild_kernels_on_all_nodes(cuda=exp.resources.use_gpu)

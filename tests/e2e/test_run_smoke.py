@@ -22,8 +22,12 @@ def smoke_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("smoke")
     debug = out / "debug"
+    # data, outputs and Ray storage given relative to the working directory (as in a user's YAML): Ray Train
+    # workers run in their own working directories, so the driver must hand them absolute paths
     overrides = [
-        *output_overrides(out),
+        *output_overrides(Path(".")),
+        f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}",
+        f"tracking.artifact_location={out / 'mlartifacts'}",
         "resources.num_workers=2",
         "train.max_steps=3",
         "train.epochs=10",  # 4 videos over 2 workers is 2 steps per epoch: max_steps ends the run, not epochs
@@ -33,12 +37,15 @@ def smoke_run(tmp_path_factory):
     import os
 
     os.environ["SEQFORMER_DEBUG_DIR"] = str(debug)
+    cwd = os.getcwd()
+    os.chdir(out)
     try:
         if ray.is_initialized():
             ray.shutdown()
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=512 * 2**20)
         code = main(["run", str(SMOKE), *overrides])
     finally:
+        os.chdir(cwd)
         os.environ.pop("SEQFORMER_DEBUG_DIR", None)
         ray.shutdown()
     assert code == 0

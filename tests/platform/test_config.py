@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from seqformer.platform.config import ConfigError, load_experiment, to_yaml, validate
+from seqformer.platform.config import ConfigError, load_experiment, to_yaml, validate, with_absolute_paths
 from seqformer.platform.config.load import parse_yaml_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -171,3 +171,26 @@ def test_validate_defaults_equal_official_recipe():
     cfg = validate({})
     assert cfg.model.hidden_dim == 256 and cfg.model.num_queries == 300 and cfg.model.num_classes == 42
     assert cfg.train.clip_max_norm == pytest.approx(0.1) and cfg.train.weight_decay == pytest.approx(1e-4)
+
+
+def test_with_absolute_paths_anchors_relative_paths_and_keeps_uris(tmp_path: Path) -> None:
+    exp = validate(
+        {
+            "data": {"root": "data/train", "val_annotations": "data/val/annotations.json", "prepared_dir": "/abs/prep"},
+            "train": {"init_checkpoint": "models:/seqformer@champion"},
+            "resources": {"storage_path": "s3://bucket/ray_results"},
+            "output_dir": "~/outs",
+        }
+    )
+    out = with_absolute_paths(exp, tmp_path)
+    assert out.data.root == str(tmp_path / "data/train")
+    assert out.data.val_annotations == str(tmp_path / "data/val/annotations.json")
+    assert out.data.prepared_dir == "/abs/prep"
+    assert out.data.val_root is None  # unset stays unset
+    assert out.train.init_checkpoint == "models:/seqformer@champion"
+    assert out.resources.storage_path == "s3://bucket/ray_results"
+    assert out.output_dir == str(Path("~/outs").expanduser())
+    assert out.model == exp.model and out.train.lr == exp.train.lr
+    assert exp.data.root == "data/train"  # the input is not changed
+    local = with_absolute_paths(validate({"train": {"init_checkpoint": "weights/r50.pth"}}), tmp_path)
+    assert local.train.init_checkpoint == str(tmp_path / "weights/r50.pth")

@@ -10,6 +10,7 @@ from seqformer.platform.config.load import (
     to_dict,
     to_yaml,
     validate,
+    with_absolute_paths,
 )
 from seqformer.platform.config.schema import ExperimentConfig
 
@@ -24,4 +25,5 @@ __all__ = [
     "to_dict",
     "to_yaml",
     "validate",
+    "with_absolute_paths",
 ]

@@ -244,6 +244,47 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     return validate(data, str(path))
 
 
+# Local file and folder settings, by section. URIs (``scheme://``, ``models:/...``) are left as they are.
+PATH_FIELDS: dict[str | None, tuple[str, ...]] = {
+    "data": ("root", "train_annotations", "val_root", "val_annotations", "coco_root", "coco_annotations",
+             "prepared_dir"),
+    "train": ("init_checkpoint",),
+    "resources": ("storage_path",),
+    None: ("output_dir",),
+}
+
+
+def _is_uri(value: str) -> bool:
+    head = value.split("/", 1)[0]
+    return "://" in value or (head.endswith(":") and len(head) > 2)  # models:/x, runs:/x; not C:/ or ./
+
+
+def with_absolute_paths(cfg: ExperimentConfig, base: str | Path | None = None) -> ExperimentConfig:
+    """A copy of ``cfg`` whose relative file and folder settings are made absolute against ``base`` (default: the
+    working directory).
+
+    Ray Train and Ray Tune run workers and trials in their own working directories, so an experiment is handed to
+    them with absolute paths: a relative ``data.val_annotations`` that the driver found would otherwise be looked for
+    under the trial folder.
+    """
+    base_dir = Path(base).resolve() if base is not None else Path.cwd()
+    updates: dict[str, Any] = {}
+    for section, names in PATH_FIELDS.items():
+        owner = cfg if section is None else getattr(cfg, section)
+        changed = {}
+        for name in names:
+            value = getattr(owner, name)
+            if isinstance(value, str) and value and not _is_uri(value) and not Path(value).expanduser().is_absolute():
+                changed[name] = str(base_dir / Path(value).expanduser())
+            elif isinstance(value, str) and value.startswith("~"):
+                changed[name] = str(Path(value).expanduser())
+        if section is None:
+            updates.update(changed)
+        elif changed:
+            updates[section] = owner.model_copy(update=changed)
+    return cfg.model_copy(update=updates)
+
+
 def to_yaml(cfg: ExperimentConfig) -> str:
     """The resolved config as YAML; loading it back gives an equal config."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
