@@ -341,8 +341,8 @@ struct SampleTaps {
 };
 
 // The four values p[0..3] each broadcast to a vector. A vector built from a scalar ({x, x, ...}, or x - Real{}) is
-// expanded into a chain of lane inserts inside the AVX2 clone, as GCC lowers the generic construct before it knows the
-// clone's target; a shuffle of one 4-element load becomes one broadcast per value.
+// expanded into a chain of lane inserts inside the AVX2 clone (GCC 12, also in a five-line test; outside
+// target_clones it is one broadcast); a shuffle of one 4-element load becomes one broadcast per value.
 template <typename Real, typename T>
 MSDA_INLINE void broadcast4(const T* p, Real& b0, Real& b1, Real& b2, Real& b3) {
 #if defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
