@@ -56,6 +56,13 @@
 #define MSDA_CLONES
 #endif
 #define MSDA_INLINE inline __attribute__((always_inline))
+// GCC 12+ and clang have __builtin_shufflevector (used by broadcast4). Nested: a compiler without __has_builtin
+// (GCC before 10) cannot parse it even behind `defined(__has_builtin) &&`.
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define MSDA_HAS_SHUFFLEVECTOR 1
+#endif
+#endif
 
 #if defined(_OPENMP)
 #define MSDA_SIMD _Pragma("omp simd")
@@ -345,7 +352,7 @@ struct SampleTaps {
 // target_clones it is one broadcast); a shuffle of one 4-element load becomes one broadcast per value.
 template <typename Real, typename T>
 MSDA_INLINE void broadcast4(const T* p, Real& b0, Real& b1, Real& b2, Real& b3) {
-#if defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
+#if defined(MSDA_HAS_SHUFFLEVECTOR)
   typedef T Four __attribute__((vector_size(4 * sizeof(T))));
   const Four v = load_vector<Four>(p);
   if constexpr (sizeof(Real) == 8 * sizeof(T)) {
