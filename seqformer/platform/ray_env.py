@@ -8,19 +8,13 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-LOCAL_RAY_ENV = {
-    # Keep every listener of a local Ray on 127.0.0.1 and say explicitly that token auth is off.
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
-}
-
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 512) -> bool:
     """Connect to ``address`` / ``$RAY_ADDRESS``, or start a loopback-only local Ray. Returns True if started here."""
     import ray
 
-    from seqformer.pipelines.ray_data import LOCAL_SYSTEM_CONFIG
+    # the local-Ray settings (loopback only, auth explicitly off, workers not reniced) are the pipelines' ones
+    from seqformer.pipelines.ray_data import LOCAL_RAY_ENV, LOCAL_SYSTEM_CONFIG
 
     if ray.is_initialized():
         return False
@@ -36,7 +30,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
         include_dashboard=False,
         object_store_memory=object_store_mb * 2**20,
         log_to_driver=True,
-        # workers at the default niceness (Ray renices them to 15; see pipelines.ray_data.LOCAL_SYSTEM_CONFIG)
         _system_config=LOCAL_SYSTEM_CONFIG,
         runtime_env={
             "env_vars": {k: os.environ[k] for k in (*LOCAL_RAY_ENV, "SEQFORMER_KERNELS_DIR") if k in os.environ},
