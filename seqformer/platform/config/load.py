@@ -274,10 +274,11 @@ def with_absolute_paths(cfg: ExperimentConfig, base: str | Path | None = None) -
         changed = {}
         for name in names:
             value = getattr(owner, name)
-            if isinstance(value, str) and value and not _is_uri(value) and not Path(value).expanduser().is_absolute():
-                changed[name] = str(base_dir / Path(value).expanduser())
-            elif isinstance(value, str) and value.startswith("~"):
-                changed[name] = str(Path(value).expanduser())
+            if not isinstance(value, str) or not value or _is_uri(value):
+                continue
+            path = Path(value).expanduser()
+            if not path.is_absolute() or value.startswith("~"):
+                changed[name] = str(path if path.is_absolute() else base_dir / path)
         if section is None:
             updates.update(changed)
         elif changed:
