@@ -73,6 +73,23 @@ def make_sample(
     return None
 
 
+def _take(
+    pending: list[tuple[dict[str, Any], int]], open_records: dict[int, int], rng: np.random.Generator | None
+) -> tuple[dict[str, Any], int]:
+    """Remove and return a uniformly random pending item (the oldest without ``rng``)."""
+    if rng is None:
+        item = pending.pop(0)
+    else:
+        index = int(rng.integers(len(pending)))
+        pending[index], pending[-1] = pending[-1], pending[index]
+        item = pending.pop()
+    key = id(item[0])
+    open_records[key] -= 1
+    if not open_records[key]:
+        del open_records[key]
+    return item
+
+
 def iter_clip_batches(
     records: Iterable[dict[str, Any]],
     *,
@@ -96,7 +113,9 @@ def iter_clip_batches(
         epoch: epoch number (changes every item's randomness).
         items_per_video: ``one`` item per record per epoch, or ``per_frame`` (official: one per annotated frame,
             with that frame as the anchor).
-        shuffle_buffer: items are drawn at random from a buffer of this size (0: stream order).
+        shuffle_buffer: the number of records (videos) whose items are drawn from at random (0: stream order).
+            Memory grows with it (the buffered records' encoded frames); a buffer as large as the worker's
+            shard shuffles the whole epoch.
         drop_last: drop a final incomplete batch.
     """
     if items_per_video not in ("one", "per_frame"):
@@ -109,17 +128,24 @@ def iter_clip_batches(
     order_rng = np.random.default_rng([seed, epoch, 7])
 
     def items() -> Iterator[tuple[dict[str, Any], int]]:
-        buffer: list[tuple[dict[str, Any], int]] = []
+        # A buffer of whole records: every item (record, anchor) of the buffered records is pending, and the next
+        # item is drawn uniformly from all pending ones. A record leaves once its items are used and the next record
+        # of the stream takes its place. With a buffer at least as large as the shard this is a full per-epoch
+        # permutation of the items, as the official random sampler gives; smaller buffers still mix items of
+        # ``shuffle_buffer`` different videos into every batch (an item buffer would mix only a few videos, since
+        # one video yields one item per frame).
+        pending: list[tuple[dict[str, Any], int]] = []
+        open_records: dict[int, int] = {}  # id(record) -> its pending items
         for record in records:
             if not record["num_instances"]:
                 continue
             anchors = range(len(record["frames"])) if items_per_video == "per_frame" else [-1]
-            for anchor in anchors:
-                buffer.append((record, anchor))
-                if len(buffer) > shuffle_buffer:
-                    yield buffer.pop(int(order_rng.integers(len(buffer))) if shuffle_buffer else 0)
-        while buffer:
-            yield buffer.pop(int(order_rng.integers(len(buffer))))
+            pending.extend((record, anchor) for anchor in anchors)
+            open_records[id(record)] = len(anchors)
+            while pending and len(open_records) > shuffle_buffer:
+                yield _take(pending, open_records, order_rng if shuffle_buffer else None)
+        while pending:
+            yield _take(pending, open_records, order_rng)
 
     batch: list[tuple[torch.Tensor, ClipTarget]] = []
     for record, anchor in items():

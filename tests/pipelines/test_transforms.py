@@ -195,3 +195,40 @@ def test_eval_clip_resizes_shorter_side_without_padding() -> None:
     assert eval_clip(_record(num_frames=2), short_side=24).shape == (2, 3, 24, 32)
     tall = eval_clip([Image.new("RGB", (100, 333))], short_side=50)
     assert tall.shape == (1, 3, int(50 * 333 / 100), 50)
+
+
+def _item_order(monkeypatch: pytest.MonkeyPatch, frames_per_video: list[int], shuffle_buffer: int) -> list[tuple]:
+    """(video, anchor) of every item in the order iter_clip_batches draws them (sampling replaced by a marker)."""
+    import seqformer.pipelines.collate as collate_module
+
+    def marker(record: dict, *, anchor: int, **_: object) -> tuple:
+        return torch.zeros(1), {"video_id": record["video_id"], "anchor": anchor}
+
+    monkeypatch.setattr(collate_module, "make_sample", marker)
+    records = [
+        {"video_id": v, "num_instances": 1, "frames": [b""] * n, "dataset": "ytvis"}
+        for v, n in enumerate(frames_per_video)
+    ]
+    batches = iter_clip_batches(
+        records, num_frames=1, batch_size=1, items_per_video="per_frame", shuffle_buffer=shuffle_buffer, seed=3
+    )
+    return [(b["targets"][0]["video_id"], b["targets"][0]["anchor"]) for b in batches]
+
+
+def test_shuffle_buffer_counts_records_and_a_full_buffer_permutes_the_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    lengths = [12, 7, 20, 9, 15, 11]
+    everything = sorted((v, a) for v, n in enumerate(lengths) for a in range(n))
+    in_order = _item_order(monkeypatch, lengths, shuffle_buffer=0)
+    assert in_order == everything  # stream order, video by video
+    full = _item_order(monkeypatch, lengths, shuffle_buffer=len(lengths))
+    assert sorted(full) == everything and full != everything
+    # a whole-epoch permutation: the first dozen items already come from most videos
+    assert len({v for v, _ in full[:12]}) >= 4
+    two = _item_order(monkeypatch, lengths, shuffle_buffer=2)
+    assert sorted(two) == everything
+    # never more than buffer + 1 videos open (started and not finished) at once: memory stays bounded
+    last = {v: max(i for i, (w, _) in enumerate(two) if w == v) for v in range(len(lengths))}
+    first = {v: min(i for i, (w, _) in enumerate(two) if w == v) for v in range(len(lengths))}
+    open_counts = [sum(first[v] <= i <= last[v] for v in first) for i in range(len(two))]
+    assert max(open_counts) == 3
+    assert len({v for v, _ in two[:6]}) >= 2

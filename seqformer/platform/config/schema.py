@@ -85,7 +85,11 @@ class DataConfig(Section):
     items_per_video: Literal["one", "per_frame"] = Field(
         "per_frame", description="Training items per video per epoch: one per annotated frame (official) or one."
     )
-    shuffle_buffer: int = Field(64, ge=0, description="Training items drawn at random from a buffer of this size.")
+    shuffle_buffer: int = Field(
+        64, ge=0,
+        description="Records (videos) in the shuffle buffer: each training item is drawn at random from the items "
+        "of this many records (0: stream order). A value as large as a worker's shard shuffles the whole epoch.",
+    )
     synthetic: SyntheticDataConfig = Field(
         default_factory=SyntheticDataConfig, description="Generator settings when data.dataset is 'synthetic'."
     )
