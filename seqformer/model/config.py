@@ -98,6 +98,13 @@ class ModelConfig:
     """Weight of ``loss_dice``."""
     focal_alpha: float = 0.25
     """Alpha of the focal losses (gamma is fixed at 2 as officially)."""
+    pooled_class_loss_coef: float = 0.0
+    """Weight of ``loss_pooled_ce``, an auxiliary loss that is *not* part of SeqFormer (0, the official setting, adds
+    no parameter and no loss). When positive, a linear classifier (``pooled_class_embed``) reads the stride-8
+    encoder memory, its logits are averaged over each ground-truth mask in each frame, and cross-entropy against the
+    instance's class is added to the loss. It hands the backbone and encoder a direct shape signal at every object,
+    which a model trained from random initialisation otherwise receives only through the matched queries' class
+    loss (the CPU demo uses it; see README)."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -121,6 +128,8 @@ class ModelConfig:
             raise ValueError(f"model.mask_out_stride must divide 8 (1, 2, 4 or 8), got {self.mask_out_stride}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if isinstance(self.pooled_class_loss_coef, bool) or not self.pooled_class_loss_coef >= 0.0:
+            raise ValueError(f"model.pooled_class_loss_coef must be >= 0, got {self.pooled_class_loss_coef!r}")
         if not 0.0 <= self.focal_alpha <= 1.0:
             raise ValueError(f"model.focal_alpha must be in [0, 1], got {self.focal_alpha}")
         if self.mask_feat_channels is not None and (

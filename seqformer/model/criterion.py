@@ -56,6 +56,8 @@ def build_weight_dict(cfg: Any) -> dict[str, float]:
             aux.update({f"{k}_{i}": v for k, v in weights.items()})
         aux.update({f"{k}_enc": v for k, v in weights.items()})  # never produced (no two-stage), kept as official
         weights.update(aux)
+    if getattr(cfg, "pooled_class_loss_coef", 0.0) > 0:  # not official: see ModelConfig.pooled_class_loss_coef
+        weights["loss_pooled_ce"] = cfg.pooled_class_loss_coef
     return weights
 
 
@@ -177,6 +179,39 @@ class VideoSetCriterion(nn.Module):
                 raise ValueError(f"unknown loss {name!r}; expected labels, boxes, cardinality or masks")
         return losses
 
+    @staticmethod
+    def loss_pooled_labels(pooled_class_map: torch.Tensor, targets: list[dict]) -> torch.Tensor:
+        """Auxiliary (not official) mask-pooled classification loss ``loss_pooled_ce``.
+
+        Each instance's visible mask in each frame, as a fraction of every stride-8 cell, weights an average of that
+        frame's per-position class logits; cross-entropy against the instance's class, averaged over the
+        (instance, frame) pairs whose mask covers at least half a cell.
+
+        Args:
+            pooled_class_map: ``[B, T, K, h8, w8]`` logits of the stride-8 positions of the padded clips.
+            targets: the criterion's targets (``labels``, ``masks`` ``[N, T, H_i, W_i]``).
+        """
+        _, _, _, h8, w8 = pooled_class_map.shape
+        logits, labels = [], []
+        for clip_map, target in zip(pooled_class_map, targets):
+            masks = target["masks"]
+            if masks.shape[0] == 0:
+                continue
+            if masks.shape[-2] > 8 * h8 or masks.shape[-1] > 8 * w8:
+                raise ValueError(
+                    f"target 'masks' {tuple(masks.shape)} are larger than the padded input ({8 * h8}, {8 * w8})"
+                )
+            padded = F.pad(masks.to(clip_map.dtype), (0, 8 * w8 - masks.shape[-1], 0, 8 * h8 - masks.shape[-2]))
+            cover = F.avg_pool2d(padded.flatten(0, 1), 8).view(masks.shape[0], masks.shape[1], h8, w8)
+            area = cover.sum((-2, -1))  # [N, T] in cells
+            pooled = torch.einsum("nthw,tkhw->ntk", cover, clip_map) / area.clamp(min=1e-6)[..., None]
+            keep = area >= 0.5
+            logits.append(pooled[keep])
+            labels.append(target["labels"].to(clip_map.device)[:, None].expand_as(area)[keep])
+        if not logits or sum(len(x) for x in labels) == 0:
+            return pooled_class_map.sum() * 0.0  # keeps every parameter in the graph (DDP)
+        return F.cross_entropy(torch.cat(logits), torch.cat(labels).long())
+
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
         """Compute all losses.
 
@@ -187,13 +222,16 @@ class VideoSetCriterion(nn.Module):
 
         Returns:
             ``loss_ce, loss_bbox, loss_giou, loss_mask, loss_dice`` (+ logged ``class_error``,
-            ``cardinality_error``) and their ``_{i}`` copies for auxiliary layer i.
+            ``cardinality_error``) and their ``_{i}`` copies for auxiliary layer i; ``loss_pooled_ce`` too when
+            the model has the (non-official) auxiliary pooled classifier.
         """
         num_boxes = self.num_boxes(targets, outputs["pred_logits"].device)
         losses = self.layer_losses(outputs, targets, num_boxes, log=True)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             layer = self.layer_losses(aux, targets, num_boxes, log=False)
             losses.update({f"{k}_{i}": v for k, v in layer.items()})
+        if "pooled_class_map" in outputs and "loss_pooled_ce" in self.weight_dict:
+            losses["loss_pooled_ce"] = self.loss_pooled_labels(outputs["pooled_class_map"], targets)
         return losses
 
     @staticmethod

@@ -14,7 +14,9 @@ Outputs of :meth:`SeqFormer.forward` (B clips, T frames, Q queries, K classes):
   logits);
 - ``mask_inputs``: what :func:`seqformer.model.mask_head.clip_mask_logits` needs to compute this layer's masks for
   any subset of queries (the criterion computes masks for matched queries only, as the official training does);
-- ``aux_outputs``: the same dicts (without ``pred_masks``) for every earlier decoder layer.
+- ``aux_outputs``: the same dicts (without ``pred_masks``) for every earlier decoder layer;
+- ``pooled_class_map [B, T, K, H/8, W/8]`` (training mode, only with ``pooled_class_loss_coef > 0``, not official):
+  per-position class logits of the stride-8 encoder memory for the auxiliary ``loss_pooled_ce``.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class SeqFormer(nn.Module):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.mask_head = MaskHeadSmallConv(cfg.hidden_dim, self.mask_channels)
+        if cfg.pooled_class_loss_coef > 0:  # not official: the auxiliary mask-pooled classifier (see ModelConfig)
+            self.pooled_class_embed = nn.Linear(cfg.hidden_dim, cfg.num_classes)
 
     def load_official_state_dict(
         self, checkpoint: dict[str, Any], *, strict: bool = True, drop_class_head: bool = False
@@ -214,6 +218,13 @@ class SeqFormer(nn.Module):
         feats = self.mask_head(levels)
         return feats.view(batch_size, num_frames, *feats.shape[1:])
 
+    def pooled_class_map(self, enc: dict[str, Any], batch_size: int, num_frames: int) -> torch.Tensor:
+        """Class logits of every stride-8 memory position -> ``[B, T, K, h8, w8]`` (auxiliary loss only)."""
+        h, w = enc["shapes"][0]
+        level0 = enc["memory"][:, : h * w]  # [B*T, h*w, C]
+        logits = self.pooled_class_embed(level0).transpose(1, 2)  # [B*T, K, h*w]
+        return logits.reshape(batch_size, num_frames, -1, h, w)
+
     @staticmethod
     def mask_reference(reference: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
         """Layer input reference ``[B, T, Q, 2|4]`` -> instance positions in pixels of the unpadded image
@@ -261,6 +272,8 @@ class SeqFormer(nn.Module):
             )
         out = outputs[-1]
         out["pred_queries"] = dec["hs"][-1]
+        if self.training and hasattr(self, "pooled_class_embed"):
+            out["pooled_class_map"] = self.pooled_class_map(enc, batch_size, num_frames)
         if not self.training:
             out["pred_masks"] = all_query_masks(out["mask_inputs"])
         if self.detr.aux_loss:

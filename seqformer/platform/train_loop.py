@@ -289,7 +289,11 @@ class _Trainer:
             weights = self.criterion.weight_dict
             total = sum(losses[k] * weights[k] for k in losses if k in weights)
             (total / self.exp.train.grad_accum_steps).backward()
-        values = {k: float(v.detach()) for k, v in losses.items() if "_" not in k.split("loss_", 1)[-1]}
+        values = {
+            k: float(v.detach())
+            for k, v in losses.items()
+            if k == "loss_pooled_ce" or "_" not in k.split("loss_", 1)[-1]  # not the per-layer copies
+        }
         values["loss"] = float(total.detach())
         if not math.isfinite(values["loss"]):
             raise FloatingPointError(f"loss is {values['loss']} at step {self.state.step}: {values}")
