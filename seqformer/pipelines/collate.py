@@ -67,7 +67,7 @@ def make_sample(
         clip = augmentation(sample_clip(record, num_frames, rng, None if anchor < 0 else anchor), rng)
         if clip is not None:
             return to_tensors(clip)
-    logger.warning(
+    logger.debug(
         "video %s: no instance survived %d augmentation attempts; item skipped", record["video_id"], max_attempts
     )
     return None
@@ -148,9 +148,12 @@ def iter_clip_batches(
             yield _take(pending, open_records, order_rng)
 
     batch: list[tuple[torch.Tensor, ClipTarget]] = []
+    drawn = skipped = 0
     for record, anchor in items():
+        drawn += 1
         sample = make_sample(record, num_frames=num_frames, augmentation=aug, seed=seed, epoch=epoch, anchor=anchor)
         if sample is None:
+            skipped += 1
             continue
         batch.append(sample)
         if len(batch) == batch_size:
@@ -158,3 +161,9 @@ def iter_clip_batches(
             batch = []
     if batch and not drop_last:
         yield collate(batch)
+    if skipped:
+        # the official loader also redraws such items; one line per epoch instead of one per item
+        logger.info(
+            "epoch %d: %d of %d items skipped (no instance left in the sampled clip after 10 augmentation attempts; "
+            "e.g. anchors in frames where every object is absent)", epoch, skipped, drawn,
+        )
