@@ -104,7 +104,7 @@ class ModelConfig:
     encoder memory, its logits are averaged over each ground-truth mask in each frame, and cross-entropy against the
     instance's class is added to the loss. It hands the backbone and encoder a direct shape signal at every object,
     which a model trained from random initialisation otherwise receives only through the matched queries' class
-    loss (the CPU demo uses it; see README)."""
+    loss (README's demo section has what it did there; the demo does not use it)."""
 
     def __post_init__(self) -> None:
         positive = (

@@ -140,6 +140,8 @@ def iter_clip_batches(
             if not record["num_instances"]:
                 continue
             anchors = range(len(record["frames"])) if items_per_video == "per_frame" else [-1]
+            if not anchors:
+                continue
             pending.extend((record, anchor) for anchor in anchors)
             open_records[id(record)] = len(anchors)
             while pending and len(open_records) > shuffle_buffer:
