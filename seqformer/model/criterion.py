@@ -56,7 +56,7 @@ def build_weight_dict(cfg: Any) -> dict[str, float]:
             aux.update({f"{k}_{i}": v for k, v in weights.items()})
         aux.update({f"{k}_enc": v for k, v in weights.items()})  # never produced (no two-stage), kept as official
         weights.update(aux)
-    if getattr(cfg, "pooled_class_loss_coef", 0.0) > 0:  # not official: see ModelConfig.pooled_class_loss_coef
+    if cfg.pooled_class_loss_coef > 0:  # not official: see ModelConfig.pooled_class_loss_coef
         weights["loss_pooled_ce"] = cfg.pooled_class_loss_coef
     return weights
 
@@ -150,14 +150,8 @@ class VideoSetCriterion(nn.Module):
     def _strided_target_masks(self, target: dict, tgt_idx: torch.Tensor, h4: int, w4: int) -> torch.Tensor:
         """Pad a clip's ``[N, T, h, w]`` masks bottom/right to the padded input size and slice ``[2::4, 2::4]``."""
         masks = target["masks"]
-        pad_h, pad_w = h4 * self.mask_out_stride, w4 * self.mask_out_stride
-        if masks.dim() != 4 or masks.shape[-2] > pad_h or masks.shape[-1] > pad_w:
-            raise ValueError(
-                f"target 'masks' must be [N, T, h, w] with h <= {pad_h} and w <= {pad_w} (the padded input size), "
-                f"got shape {tuple(masks.shape)}"
-            )
-        masks = masks[tgt_idx.to(masks.device)]
-        masks = F.pad(masks.to(torch.uint8), (0, pad_w - masks.shape[-1], 0, pad_h - masks.shape[-2]))
+        masks = padded_target_masks(masks[tgt_idx.to(masks.device)], h4 * self.mask_out_stride,
+                                    w4 * self.mask_out_stride, torch.uint8)
         start = self.mask_out_stride // 2
         return masks[..., start :: self.mask_out_stride, start :: self.mask_out_stride]
 
@@ -197,18 +191,14 @@ class VideoSetCriterion(nn.Module):
             masks = target["masks"]
             if masks.shape[0] == 0:
                 continue
-            if masks.shape[-2] > 8 * h8 or masks.shape[-1] > 8 * w8:
-                raise ValueError(
-                    f"target 'masks' {tuple(masks.shape)} are larger than the padded input ({8 * h8}, {8 * w8})"
-                )
-            padded = F.pad(masks.to(clip_map.dtype), (0, 8 * w8 - masks.shape[-1], 0, 8 * h8 - masks.shape[-2]))
+            padded = padded_target_masks(masks, 8 * h8, 8 * w8, clip_map.dtype)
             cover = F.avg_pool2d(padded.flatten(0, 1), 8).view(masks.shape[0], masks.shape[1], h8, w8)
             area = cover.sum((-2, -1))  # [N, T] in cells
             pooled = torch.einsum("nthw,tkhw->ntk", cover, clip_map) / area.clamp(min=1e-6)[..., None]
             keep = area >= 0.5
             logits.append(pooled[keep])
             labels.append(target["labels"].to(clip_map.device)[:, None].expand_as(area)[keep])
-        if not logits or sum(len(x) for x in labels) == 0:
+        if sum(len(x) for x in labels) == 0:
             return pooled_class_map.sum() * 0.0  # keeps every parameter in the graph (DDP)
         return F.cross_entropy(torch.cat(logits), torch.cat(labels).long())
 
@@ -247,6 +237,16 @@ class VideoSetCriterion(nn.Module):
     def total_loss(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         """Weighted sum of the losses present in ``weight_dict`` (the training objective)."""
         return sum(losses[k] * w for k, w in self.weight_dict.items() if k in losses)
+
+
+def padded_target_masks(masks: torch.Tensor, pad_h: int, pad_w: int, dtype: torch.dtype) -> torch.Tensor:
+    """Pad target masks ``[N, T, h, w]`` bottom/right to the padded input size ``(pad_h, pad_w)`` as ``dtype``."""
+    if masks.dim() != 4 or masks.shape[-2] > pad_h or masks.shape[-1] > pad_w:
+        raise ValueError(
+            f"target 'masks' must be [N, T, h, w] with h <= {pad_h} and w <= {pad_w} (the padded input size), "
+            f"got shape {tuple(masks.shape)}"
+        )
+    return F.pad(masks.to(dtype), (0, pad_w - masks.shape[-1], 0, pad_h - masks.shape[-2]))
 
 
 def _src_permutation(indices: list) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,6 +23,8 @@ from seqformer.types import ClipBatch, ClipTarget
 logger = logging.getLogger(__name__)
 
 _DATASET_CODE = {"ytvis": 0, "coco": 1}
+MAX_AUGMENTATION_ATTEMPTS = 10
+"""Clips sampled and augmented per item before the item is skipped for having no instance left."""
 
 
 def collate(samples: list[tuple[torch.Tensor, ClipTarget]]) -> ClipBatch:
@@ -52,7 +54,7 @@ def make_sample(
     seed: int,
     epoch: int = 0,
     anchor: int = -1,
-    max_attempts: int = 10,
+    max_attempts: int = MAX_AUGMENTATION_ATTEMPTS,
 ) -> tuple[torch.Tensor, ClipTarget] | None:
     """One training sample from a record, resampling the clip when augmentation removes every instance.
 
@@ -164,8 +166,8 @@ def iter_clip_batches(
     if batch and not drop_last:
         yield collate(batch)
     if skipped:
-        # the official loader also redraws such items; one line per epoch instead of one per item
+        # one line per epoch instead of one per item
         logger.info(
-            "epoch %d: %d of %d items skipped (no instance left in the sampled clip after 10 augmentation attempts; "
-            "e.g. anchors in frames where every object is absent)", epoch, skipped, drawn,
+            "epoch %d: %d of %d items skipped (no instance left in the sampled clip after %d augmentation attempts; "
+            "e.g. anchors in frames where every object is absent)", epoch, skipped, drawn, MAX_AUGMENTATION_ATTEMPTS,
         )

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import random
+import re
 import tempfile
 import time
 from collections import defaultdict, deque
@@ -28,6 +29,9 @@ from seqformer.platform.log import format_seconds, setup_logging
 from seqformer.platform.tracking import redact_tree
 
 logger = logging.getLogger(__name__)
+
+_LAYER_COPY = re.compile(r"_(\d+|enc)$")
+"""Suffix of a loss's copy for an earlier decoder layer (``loss_ce_0``) or the unused encoder head."""
 
 
 class SmoothedValue:
@@ -289,10 +293,9 @@ class _Trainer:
             weights = self.criterion.weight_dict
             total = sum(losses[k] * weights[k] for k in losses if k in weights)
             (total / self.exp.train.grad_accum_steps).backward()
+        # the losses themselves, not their per-layer copies (``loss_ce_0``, ``loss_ce_enc``) nor logged errors
         values = {
-            k: float(v.detach())
-            for k, v in losses.items()
-            if k == "loss_pooled_ce" or "_" not in k.split("loss_", 1)[-1]  # not the per-layer copies
+            k: float(v.detach()) for k, v in losses.items() if k.startswith("loss_") and not _LAYER_COPY.search(k)
         }
         values["loss"] = float(total.detach())
         if not math.isfinite(values["loss"]):
