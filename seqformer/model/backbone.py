@@ -116,14 +116,18 @@ class ResNetBackbone(nn.Module):
             "resnet18": [128, 256, 512],
             "resnet34": [128, 256, 512],
         }.get(name, [512, 1024, 2048])
+        self.stride4_channels = {"tiny_resnet": TINY_WIDTHS[0], "resnet18": 64, "resnet34": 64}.get(name, 256)
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """``[N, 3, H, W]`` -> C3, C4, C5 feature maps (strides 8, 16, 32), in ``self.memory_format``."""
+    def forward(self, images: torch.Tensor, *, with_stride4: bool = False) -> list[torch.Tensor]:
+        """``[N, 3, H, W]`` -> C3, C4, C5 feature maps (strides 8, 16, 32), in ``self.memory_format``; with
+        ``with_stride4`` the C2 map (stride 4, ``layer1``) comes first."""
         images = images.contiguous(memory_format=self.memory_format)
         if self.fold_frozen_norms:
-            return _folded_resnet_forward(self.body, images)
-        out = self.body(images)
-        return [out["1"], out["2"], out["3"]]
+            outs = _folded_resnet_forward(self.body, images)
+        else:
+            out = self.body(images)
+            outs = [out["0"], out["1"], out["2"], out["3"]]
+        return outs if with_stride4 else outs[1:]
 
 
 def _conv_frozen_norm(
@@ -196,7 +200,7 @@ def _folded_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _folded_resnet_forward(body: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-    """The ResNet body (stem, layer1-4) with folded frozen norms -> layer2, layer3, layer4 outputs."""
+    """The ResNet body (stem, layer1-4) with folded frozen norms -> layer1, layer2, layer3, layer4 outputs."""
     x = _conv_frozen_norm(body.conv1, body.bn1, images, relu=True)
     x = body.maxpool(x)
     outs = []
@@ -204,7 +208,7 @@ def _folded_resnet_forward(body: nn.Module, images: torch.Tensor) -> list[torch.
         for block in getattr(body, name):
             x = _folded_block(block, x)
         outs.append(x)
-    return outs[1:]
+    return outs
 
 
 class Joiner(nn.Sequential):
@@ -228,10 +232,17 @@ class Joiner(nn.Sequential):
             features ``[N, C_l, h_l, w_l]``, masks bool ``[N, h_l, w_l]`` and positions ``[N, C, h_l, w_l]`` for
             the three stages used.
         """
-        feats = self[0](images)
+        return self.forward_with_stride4(images, mask, with_stride4=False)[1:]
+
+    def forward_with_stride4(
+        self, images: torch.Tensor, mask: torch.Tensor, *, with_stride4: bool = True
+    ) -> tuple[torch.Tensor | None, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """As :meth:`forward`, plus the backbone's stride-4 map first (None unless ``with_stride4``; ResNets only)."""
+        feats = self[0](images, with_stride4=True) if with_stride4 else self[0](images)
+        stride4 = feats.pop(0) if with_stride4 else None
         masks = [resize_mask(mask, f.shape[-2:]) for f in feats]
         poses = [self[1](m).to(f.dtype) for f, m in zip(feats, masks)]
-        return feats, masks, poses
+        return stride4, feats, masks, poses
 
 
 def resize_mask(mask: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:

@@ -48,7 +48,12 @@ class ModelConfig:
     rel_coord: bool = True
     """Feed the relative pixel coordinates of each location to the dynamic mask head (10 input channels)."""
     mask_out_stride: int = 4
-    """Stride of the predicted mask logits (the stride-8 mask features are upsampled by 8 / this)."""
+    """Stride of the predicted mask logits (the mask features are upsampled by ``mask_feat_stride`` / this)."""
+    mask_feat_stride: int = 8
+    """Stride of the mask features. 8 is official: the mask branch fuses the stride-8/16/32 encoder memory. 4 is
+    *not* part of SeqFormer: the branch also fuses the backbone's stride-4 stage (ResNet ``layer1``) through a
+    1x1 projection and one 3x3 convolution (``mask_head.fine_proj``, ``mask_head.fine``), so the dynamic mask head
+    runs at stride 4. For small frames, where stride 8 caps the mask IoU (README's demo section has the figures)."""
     aux_loss: bool = True
     """Supervise every decoder layer (auxiliary outputs and losses with suffix ``_{i}``)."""
     position_embedding: Literal["sine", "learned"] = "sine"
@@ -105,11 +110,16 @@ class ModelConfig:
     instance's class is added to the loss. It hands the backbone and encoder a direct shape signal at every object,
     which a model trained from random initialisation otherwise receives only through the matched queries' class
     loss (README's demo section has what it did there; the demo does not use it)."""
+    mask_class_head: bool = False
+    """Not part of SeqFormer (off officially): add the logits of a small CNN that classifies each query's predicted
+    mask silhouette inside its predicted box (``mask_shape_head``, see :mod:`seqformer.model.shape_head`) to the
+    final layer's class logits. For models trained from random initialisation, whose masks learn long before their
+    queries carry shape (README's demo section)."""
 
     def __post_init__(self) -> None:
         positive = (
             "hidden_dim dim_feedforward enc_layers dec_layers nheads enc_n_points dec_n_points num_queries "
-            "num_classes num_frames num_feature_levels mask_out_stride size_divisibility"
+            "num_classes num_frames num_feature_levels mask_out_stride mask_feat_stride size_divisibility"
         ).split()
         for name in positive:
             value = getattr(self, name)
@@ -124,8 +134,15 @@ class ModelConfig:
                 f"model.num_feature_levels must be 2..4 (three backbone stages plus optional extra), got "
                 f"{self.num_feature_levels}"
             )
-        if 8 % self.mask_out_stride != 0:
-            raise ValueError(f"model.mask_out_stride must divide 8 (1, 2, 4 or 8), got {self.mask_out_stride}")
+        if self.mask_feat_stride not in (4, 8):
+            raise ValueError(f"model.mask_feat_stride must be 8 (official) or 4, got {self.mask_feat_stride!r}")
+        if self.mask_feat_stride % self.mask_out_stride != 0:
+            raise ValueError(
+                f"model.mask_out_stride must divide model.mask_feat_stride ({self.mask_feat_stride}), got "
+                f"{self.mask_out_stride}"
+            )
+        if self.mask_feat_stride == 4 and self.backbone == "swin_l":
+            raise ValueError("model.mask_feat_stride=4 needs a ResNet backbone; use 8 with model.backbone=swin_l")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if isinstance(self.pooled_class_loss_coef, bool) or not self.pooled_class_loss_coef >= 0.0:

@@ -31,25 +31,40 @@ class MaskHeadSmallConv(nn.Module):
     """FPN-like mask feature branch on the encoder memory of levels s8/s16/s32 (``mask_head.*``).
 
     All convs are 3x3 with padding 1 (``dcn`` is an ordinary conv despite its name); upsampling is legacy nearest.
+    With ``fine_channels`` (not official; ``ModelConfig.mask_feat_stride=4``) a stride-4 backbone map is projected
+    by ``fine_proj`` (1x1), added to the upsampled stride-8 result and mixed by ``fine`` (3x3) before ``lay1``, so
+    the output is at stride 4.
     """
 
-    def __init__(self, dim: int, out_channels: int) -> None:
+    def __init__(self, dim: int, out_channels: int, fine_channels: int | None = None) -> None:
         super().__init__()
         self.lay1 = nn.Conv2d(dim, dim // 4, 3, padding=1)
         self.lay2 = nn.Conv2d(dim // 4, out_channels, 3, padding=1)
         self.lay3 = nn.Conv2d(dim, dim, 3, padding=1)
         self.lay4 = nn.Conv2d(dim, dim, 3, padding=1)
         self.dcn = nn.Conv2d(dim, dim, 3, padding=1)
+        if fine_channels is not None:
+            self.fine_proj = nn.Conv2d(fine_channels, dim, 1)
+            self.fine = nn.Conv2d(dim, dim, 3, padding=1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight, a=1)
                 nn.init.constant_(m.bias, 0)
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Fuse ``[s8, s16, s32]`` maps (each ``[N, C, h_l, w_l]``) -> ReLU-ed ``[N, out_channels, h_s8, w_s8]``."""
+    def forward(self, feats: list[torch.Tensor], fine: torch.Tensor | None = None) -> torch.Tensor:
+        """Fuse ``[s8, s16, s32]`` maps (each ``[N, C, h_l, w_l]``) -> ReLU-ed ``[N, out_channels, h_s8, w_s8]``.
+
+        ``fine``: the ``[N, C_fine, h_s4, w_s4]`` backbone map, required exactly when the head was built with
+        ``fine_channels``; the output is then ``[N, out_channels, h_s4, w_s4]``.
+        """
+        if (fine is None) != (not hasattr(self, "fine")):
+            raise ValueError("MaskHeadSmallConv: pass the stride-4 map exactly when built with fine_channels")
         x = F.relu(self.lay3(feats[2]))
         x = F.relu(self.lay4(feats[1] + F.interpolate(x, size=feats[1].shape[-2:], mode="nearest")))
         x = F.relu(self.dcn(feats[0] + F.interpolate(x, size=feats[0].shape[-2:], mode="nearest")))
+        if fine is not None:
+            fine = self.fine_proj(fine.contiguous())
+            x = F.relu(self.fine(fine + F.interpolate(x, size=fine.shape[-2:], mode="nearest")))
         x = F.relu(self.lay1(x))
         return F.relu(self.lay2(x))
 

@@ -35,6 +35,7 @@ from seqformer.model.config import ModelConfig
 from seqformer.model.deformable_transformer import DeformableTransformer, refine_boxes
 from seqformer.model.mask_head import MaskHeadSmallConv, clip_mask_logits, dynamic_param_layout
 from seqformer.model.mlp import MLP
+from seqformer.model.shape_head import MaskShapeHead
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,10 @@ class SeqFormer(nn.Module):
         for layer in self.controller.layers:
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
-        self.mask_head = MaskHeadSmallConv(cfg.hidden_dim, self.mask_channels)
+        fine_channels = self.detr.backbone[0].stride4_channels if cfg.mask_feat_stride == 4 else None
+        self.mask_head = MaskHeadSmallConv(cfg.hidden_dim, self.mask_channels, fine_channels)
+        if cfg.mask_class_head:  # not official: silhouette classifier (see ModelConfig.mask_class_head)
+            self.mask_shape_head = MaskShapeHead(cfg.num_classes)
         if cfg.pooled_class_loss_coef > 0:  # not official: the auxiliary mask-pooled classifier (see ModelConfig)
             self.pooled_class_embed = nn.Linear(cfg.hidden_dim, cfg.num_classes)
 
@@ -178,8 +182,14 @@ class SeqFormer(nn.Module):
 
     # ------------------------------------------------------------------ steps
     def extract_features(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[list, list, list]:
-        """Backbone, input projections and the extra stride-64 level(s) -> per-level srcs, masks, positions."""
-        feats, masks, poses = self.detr.backbone(images, mask)
+        """Backbone, input projections and the extra stride-64 level(s) -> per-level srcs, masks, positions.
+
+        With ``mask_feat_stride=4`` the backbone's stride-4 map is kept in ``self._stride4`` for
+        :meth:`mask_features` of the same forward.
+        """
+        fine = self.cfg.mask_feat_stride == 4
+        stride4, feats, masks, poses = self.detr.backbone.forward_with_stride4(images, mask, with_stride4=fine)
+        self._stride4 = stride4
         srcs = [self.detr.input_proj[lvl](feat) for lvl, feat in enumerate(feats)]
         masks, poses = list(masks), list(poses)
         for lvl in range(len(feats), self.detr.num_feature_levels):
@@ -215,7 +225,10 @@ class SeqFormer(nn.Module):
         for h, w in enc["shapes"][:3]:
             levels.append(memory[:, start : start + h * w].transpose(1, 2).reshape(memory.shape[0], -1, h, w))
             start += h * w
-        feats = self.mask_head(levels)
+        stride4, self._stride4 = getattr(self, "_stride4", None), None
+        if self.cfg.mask_feat_stride == 4 and stride4 is None:
+            raise RuntimeError("mask_feat_stride=4: run extract_features before mask_features in the same forward")
+        feats = self.mask_head(levels, stride4)
         return feats.view(batch_size, num_frames, *feats.shape[1:])
 
     def pooled_class_map(self, enc: dict[str, Any], batch_size: int, num_frames: int) -> torch.Tensor:
@@ -266,6 +279,7 @@ class SeqFormer(nn.Module):
                         "ref_points": self.mask_reference(dec["references"][lvl], image_sizes),
                         "rel_coord": self.cfg.rel_coord,
                         "out_stride": self.cfg.mask_out_stride,
+                        "feat_stride": self.cfg.mask_feat_stride,
                         "image_sizes": image_sizes,
                     },
                 }
@@ -274,8 +288,12 @@ class SeqFormer(nn.Module):
         out["pred_queries"] = dec["hs"][-1]
         if self.training and hasattr(self, "pooled_class_embed"):
             out["pooled_class_map"] = self.pooled_class_map(enc, batch_size, num_frames)
-        if not self.training:
+        if not self.training or hasattr(self, "mask_shape_head"):
             out["pred_masks"] = all_query_masks(out["mask_inputs"])
+        if hasattr(self, "mask_shape_head"):
+            out["pred_logits"] = out["pred_logits"] + self.mask_shape_head(
+                out["pred_masks"], out["pred_boxes"], image_sizes, self.cfg.mask_out_stride
+            )
         if self.detr.aux_loss:
             out["aux_outputs"] = outputs[:-1]
         return out
@@ -290,6 +308,7 @@ def all_query_masks(mask_inputs: dict[str, Any]) -> torch.Tensor:
             mask_inputs["params"][b],
             mask_inputs["ref_points"][b],
             rel_coord=mask_inputs["rel_coord"],
+            feat_stride=mask_inputs.get("feat_stride", 8),
             out_stride=mask_inputs["out_stride"],
         )
         for b in range(feats.shape[0])
@@ -308,6 +327,7 @@ def matched_query_masks(mask_inputs: dict[str, Any], indices: list[tuple[torch.T
                 mask_inputs["params"][b, query_idx],
                 mask_inputs["ref_points"][b][:, query_idx],
                 rel_coord=mask_inputs["rel_coord"],
+                feat_stride=mask_inputs.get("feat_stride", 8),
                 out_stride=mask_inputs["out_stride"],
             )
         )
