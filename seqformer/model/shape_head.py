@@ -4,8 +4,12 @@ SeqFormer classifies an instance from its query embedding alone. A model trained
 small budget learns masks (class-agnostic silhouettes) long before its queries carry shape, so this head reads the
 silhouette: each query's mask probabilities in each frame are resampled into its predicted box (``roi_align``,
 ``size`` x ``size``, mask and box detached so the class loss does not bend them), classified by a small CNN, and
-the per-frame logits averaged over the frames are *added* to the query's class logits. The last layer starts at
-zero, so at initialisation the model's logits are SeqFormer's. ``ModelConfig.mask_class_head`` switches it on.
+the per-frame logits averaged over the frames and centred over the classes are *added* to the query's class
+logits. Centred: the head only moves the classes against each other and leaves the sum of a query's logits (its
+objectness) to the query. Duplicate queries on one object share its silhouette; without the centring the
+focal loss of the unmatched duplicates pushes every class of that silhouette down and cancels what the matched
+query teaches. The last layer starts at zero, so at initialisation the model's logits are SeqFormer's.
+``ModelConfig.mask_class_head`` switches it on.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class MaskShapeHead(nn.Module):
             mask_stride: pixels per mask cell.
 
         Returns:
-            ``[B, Q, K]`` logits (mean over the frames).
+            ``[B, Q, K]`` logits (mean over the frames, centred over the classes).
         """
         b, q, t, h, w = mask_logits.shape
         probs = mask_logits.detach().sigmoid().permute(0, 2, 1, 3, 4).reshape(b * t * q, 1, h, w)
@@ -60,8 +64,8 @@ class MaskShapeHead(nn.Module):
         index = torch.arange(b * t * q, device=boxes.device, dtype=boxes.dtype)[:, None]
         rois = torch.cat([index, xyxy.reshape(b * t * q, 4)], 1)
         crops = roi_align(probs, rois, (self.size, self.size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
-        logits = self.net(crops).view(b, t, q, -1)
-        return logits.mean(1)
+        logits = self.net(crops).view(b, t, q, -1).mean(1)
+        return logits - logits.mean(-1, keepdim=True)
 
 
 __all__ = ["MaskShapeHead"]

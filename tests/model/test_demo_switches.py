@@ -78,7 +78,7 @@ def test_mask_shape_head_starts_as_a_no_op_and_reads_detached_silhouettes():
     model.train()
     out = model([clip])
     assert not torch.equal(out["pred_logits"].detach(), plain.train()([clip])["pred_logits"].detach())
-    out["pred_logits"].sum().backward()
+    out["pred_logits"][..., 1].sum().backward()  # one class: the head's logits sum to zero over the classes
     assert model.mask_shape_head.net[0].weight.grad.abs().sum() > 0
     # the class loss does not reach the masks or the boxes through the silhouettes
     assert model.mask_head.lay2.weight.grad is None
@@ -101,3 +101,17 @@ def test_mask_shape_head_crops_the_mask_inside_the_box():
     crops = captured["crops"]
     assert crops.shape == (1, 1, 16, 16)
     assert float(crops[0, 0, 1:-1, 1:-1].min()) > 0.99  # the box holds the square only
+
+
+def test_mask_shape_head_only_moves_classes_against_each_other():
+    from seqformer.model.shape_head import MaskShapeHead
+
+    torch.manual_seed(0)
+    head = MaskShapeHead(num_classes=5)
+    torch.nn.init.normal_(head.net[-1].weight)
+    torch.nn.init.normal_(head.net[-1].bias)
+    logits = torch.randn(2, 3, 4, 16, 24)  # [B, Q, T, h4, w4]
+    boxes = torch.rand(2, 4, 3, 4) * 0.5 + 0.25
+    out = head(logits, boxes, torch.tensor([[64, 96], [60, 90]]), mask_stride=4)
+    assert out.shape == (2, 3, 5) and out.abs().max() > 1e-3
+    torch.testing.assert_close(out.sum(-1), torch.zeros(2, 3), atol=1e-5, rtol=0)
