@@ -61,7 +61,9 @@ def prepare_frame(data: bytes, max_size: int, quality: int, name: str = "<bytes>
     """Decode a frame (validating it) and return the bytes to store, decoding it once and no more than needed.
 
     A frame that already fits in ``max_size`` is decoded only to prove it is complete and its original bytes are
-    kept (no mode conversion, no re-encode). A larger frame is resized (PIL bilinear, antialiased) so its longer side
+    kept (no mode conversion, no re-encode); for a JPEG that proof is a decode at 1/8 DCT scale (PIL draft mode):
+    every entropy-coded byte is still read, so a truncated or unreadable file fails exactly as in a full decode,
+    but the inverse transform and colour conversion run on 1/64 of the pixels. A larger frame is resized (PIL bilinear, antialiased) so its longer side
     is ``max_size`` and re-encoded as JPEG; a JPEG is first decoded at a reduced DCT scale (PIL draft mode: 1/2, 1/4,
     1/8 of the size, never below the target), which cuts the decode and resize work for large downscales. Draft mode
     still reads every entropy-coded byte, so truncated files are caught as before.
@@ -77,7 +79,9 @@ def prepare_frame(data: bytes, max_size: int, quality: int, name: str = "<bytes>
         width, height = image.size
         stored_h, stored_w = storage_size(height, width, max_size)
         if (stored_h, stored_w) == (height, width):
-            image.load()  # full decode: truncated JPEGs fail here, not on open
+            if image.format == "JPEG":
+                image.draft(image.mode, ((width + 7) // 8, (height + 7) // 8))
+            image.load()  # truncated JPEGs fail here, not on open
             return data, height, width, height, width
         if image.format == "JPEG":
             image.draft("RGB", (stored_w, stored_h))
