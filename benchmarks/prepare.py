@@ -16,11 +16,12 @@ descendants (Ray's raylet, GCS and workers; shared object-store pages may be cou
 first prepare 16 videos to start their workers; that one-off cost is reported as ``ray_startup_s`` and excluded.
 
 The decode bound is the frames/s PIL reaches fully decoding every frame of the dataset (open + load, file read
-included) with 1 process and with a pool of C processes started before timing. Prepare decodes each frame exactly
-once to validate it, and with frames within ``--max-size`` (as here) stores the original bytes, so the bound is
-the work floor. ``per_frame_ms`` separately times, on one process, the decode alone and prepare's per-frame work
-with and without a downscale (720p frames to ``--max-size``: draft decode + resize + JPEG encode), which is
-inherently more than a decode. Writes ``benchmarks/results/prepare.json`` and prints a table.
+included) with 1 process and with a pool of C processes started before timing. Prepare reads each frame exactly
+once to validate it, and with frames within ``--max-size`` stores the original bytes; its validation of such a
+JPEG is a 1/8-DCT-scale decode (every entropy-coded byte read, 1/64 of the inverse transform), so it can run
+above the full-decode bound. ``per_frame_ms`` separately times, on one process, the decode alone and prepare's
+per-frame work with and without a downscale (720p frames to ``--max-size``: draft decode + resize + JPEG
+encode), which is inherently more than a decode. Writes ``benchmarks/results/prepare.json`` and prints a table.
 """
 
 from __future__ import annotations

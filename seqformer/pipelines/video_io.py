@@ -63,10 +63,10 @@ def prepare_frame(data: bytes, max_size: int, quality: int, name: str = "<bytes>
     A frame that already fits in ``max_size`` is decoded only to prove it is complete and its original bytes are
     kept (no mode conversion, no re-encode); for a JPEG that proof is a decode at 1/8 DCT scale (PIL draft mode):
     every entropy-coded byte is still read, so a truncated or unreadable file fails exactly as in a full decode,
-    but the inverse transform and colour conversion run on 1/64 of the pixels. A larger frame is resized (PIL bilinear, antialiased) so its longer side
-    is ``max_size`` and re-encoded as JPEG; a JPEG is first decoded at a reduced DCT scale (PIL draft mode: 1/2, 1/4,
-    1/8 of the size, never below the target), which cuts the decode and resize work for large downscales. Draft mode
-    still reads every entropy-coded byte, so truncated files are caught as before.
+    but the inverse transform and colour conversion run on 1/64 of the pixels. A larger frame is resized (PIL
+    bilinear, antialiased) so its longer side is ``max_size`` and re-encoded as JPEG; a JPEG is first decoded at a
+    reduced DCT scale (PIL draft mode: 1/2, 1/4, 1/8 of the size, never below the target), which cuts the decode
+    and resize work for large downscales.
 
     Returns:
         ``(stored_bytes, height, width, stored_height, stored_width)``; height/width are the original size.
