@@ -8,7 +8,8 @@ Outputs of :meth:`SeqFormer.forward` (B clips, T frames, Q queries, K classes):
 
 - ``pred_logits [B, Q, K]``, ``pred_boxes [B, T, Q, 4]`` (normalised cxcywh of the unpadded clip) of the last layer;
 - ``pred_queries [B, Q, C]`` the last decoder layer's instance query embeddings (the class head's input);
-- ``pred_masks [B, Q, T, H/4, W/4]`` mask logits of all queries of the last layer (eval mode only; H, W the padded
+- ``pred_masks [B, Q, T, H/4, W/4]`` mask logits of all queries of the last layer (eval mode only, or always with
+  the non-official ``mask_class_head``, which classifies them; H, W the padded
   size, a multiple of ``size_divisibility``). The mask reference is ``sigmoid(inverse_sigmoid(ref))`` as in the
   official ``inference()`` (the official evaluation branch skips the round trip; the two differ by ~1e-5 in mask
   logits);
@@ -181,15 +182,13 @@ class SeqFormer(nn.Module):
         return images.flatten(0, 1), mask.flatten(0, 1), sizes
 
     # ------------------------------------------------------------------ steps
-    def extract_features(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[list, list, list]:
-        """Backbone, input projections and the extra stride-64 level(s) -> per-level srcs, masks, positions.
-
-        With ``mask_feat_stride=4`` the backbone's stride-4 map is kept in ``self._stride4`` for
-        :meth:`mask_features` of the same forward.
-        """
+    def extract_features(
+        self, images: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[list, list, list, torch.Tensor | None]:
+        """Backbone, input projections and the extra stride-64 level(s) -> per-level srcs, masks, positions, and
+        the backbone's stride-4 map for :meth:`mask_features` (None unless ``mask_feat_stride=4``)."""
         fine = self.cfg.mask_feat_stride == 4
         stride4, feats, masks, poses = self.detr.backbone.forward_with_stride4(images, mask, with_stride4=fine)
-        self._stride4 = stride4
         srcs = [self.detr.input_proj[lvl](feat) for lvl, feat in enumerate(feats)]
         masks, poses = list(masks), list(poses)
         for lvl in range(len(feats), self.detr.num_feature_levels):
@@ -199,7 +198,7 @@ class SeqFormer(nn.Module):
             srcs.append(src)
             masks.append(lvl_mask)
             poses.append(self.detr.backbone[1](lvl_mask).to(src.dtype))
-        return srcs, masks, poses
+        return srcs, masks, poses, stride4
 
     def predict_heads(self, dec: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
         """Class logits, boxes and dynamic mask parameters of every decoder layer."""
@@ -218,16 +217,16 @@ class SeqFormer(nn.Module):
             )
         return layers
 
-    def mask_features(self, enc: dict[str, Any], batch_size: int, num_frames: int) -> torch.Tensor:
-        """Mask feature branch on memory levels s8/s16/s32 of every frame -> ``[B, T, c, h8, w8]``."""
+    def mask_features(
+        self, enc: dict[str, Any], batch_size: int, num_frames: int, stride4: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mask feature branch on memory levels s8/s16/s32 of every frame -> ``[B, T, c, h8, w8]``; with
+        ``mask_feat_stride=4`` also on the backbone's ``stride4`` map -> ``[B, T, c, h4, w4]``."""
         memory = enc["memory"]  # [B*T, S, C]
         levels, start = [], 0
         for h, w in enc["shapes"][:3]:
             levels.append(memory[:, start : start + h * w].transpose(1, 2).reshape(memory.shape[0], -1, h, w))
             start += h * w
-        stride4, self._stride4 = getattr(self, "_stride4", None), None
-        if self.cfg.mask_feat_stride == 4 and stride4 is None:
-            raise RuntimeError("mask_feat_stride=4: run extract_features before mask_features in the same forward")
         feats = self.mask_head(levels, stride4)
         return feats.view(batch_size, num_frames, *feats.shape[1:])
 
@@ -262,10 +261,10 @@ class SeqFormer(nn.Module):
         images, mask, image_sizes = self.prepare_inputs(clips, divisor)
         batch_size = image_sizes.shape[0]
         num_frames = images.shape[0] // batch_size
-        srcs, masks, poses = self.extract_features(images, mask)
+        srcs, masks, poses, stride4 = self.extract_features(images, mask)
         enc = self.detr.transformer.encode(srcs, masks, poses, batch_size, num_frames)
         dec = self.detr.transformer.decode(enc, self.detr.query_embed.weight, batch_size, num_frames)
-        mask_feats = self.mask_features(enc, batch_size, num_frames)
+        mask_feats = self.mask_features(enc, batch_size, num_frames, stride4)
         layers = self.predict_heads(dec)
         outputs = []
         for lvl, layer in enumerate(layers):
