@@ -47,12 +47,18 @@ CASES = {
     "r50_infer_pad32": (2, 5, 360, 640, 1, 2),
     "r50_train": (2, 5, 360, 640, 1, 2),
     "r50_train_ckpt": (2, 5, 360, 640, 1, 2),
+    "r50_train_fast_dropout": (2, 5, 360, 640, 1, 2),
     "tiny_train": (2, 2, 64, 96, 1, 2),
     "demo_train": (1, 3, 96, 96, 2, 2),
 }
 # inference case -> (attention backend, size_divisibility)
 INFER = {"r50_infer": ("compiled", 1), "r50_infer_ref": ("reference", 1), "r50_infer_pad32": ("compiled", 32)}
-TARGETS = {"r50_infer": (4.4, None), "r50_train": (10.0, 6.0), "r50_train_ckpt": (10.0, 6.0)}
+TARGETS = {
+    "r50_infer": (4.4, None),
+    "r50_train": (10.0, 6.0),
+    "r50_train_ckpt": (10.0, 6.0),
+    "r50_train_fast_dropout": (10.0, 6.0),
+}
 
 
 def _config(case: str, backend: str):  # noqa: ANN202
@@ -71,6 +77,8 @@ def _config(case: str, backend: str):  # noqa: ANN202
         )  # fmt: skip
     if case == "r50_train_ckpt":  # encoder activations recomputed in the backward (same values, less memory)
         return ModelConfig(msda_backend=backend, checkpoint_encoder=True)
+    if case == "r50_train_fast_dropout":  # dropout masks from 16-bit lanes of generator words (not F.dropout's)
+        return ModelConfig(msda_backend=backend, fast_dropout=True)
     return ModelConfig(msda_backend=backend)
 
 

@@ -46,7 +46,9 @@ class DeformableTransformerEncoderLayer(nn.Module):
         src = self.norm1(src + self.dropout1(self.self_attn.output_proj(sampled)))
         # FFN on [N*S, C] rows (what nn.Linear does for 3-d inputs) so that its hidden activation is a base tensor
         # and ReLU + dropout can overwrite it in place without a copying backward (see relu_dropout)
-        hidden = relu_dropout(self.linear1(src.flatten(0, 1)), self.dropout2.p, self.training, inplace=True)
+        hidden = relu_dropout(
+            self.linear1(src.flatten(0, 1)), self.dropout2.p, self.training, inplace=True, fast=self.dropout2.fast
+        )
         src2 = self.linear2(hidden).view(src.shape)
         return self.norm2(src + self.dropout3(src2))
 
@@ -195,7 +197,11 @@ class SeqFormerDecoderLayer(nn.Module):
         tgt_box = self.norm1_box(tgt_box + self.dropout1_box(attn_box))
         tgt_box2 = self.linear2_box(
             relu_dropout(
-                self.linear1_box(tgt_box), self.dropout3_box.p, self.training, inplace=not torch.is_grad_enabled()
+                self.linear1_box(tgt_box),
+                self.dropout3_box.p,
+                self.training,
+                inplace=not torch.is_grad_enabled(),
+                fast=self.dropout3_box.fast,
             )
         )
         tgt_box = self.norm3_box(tgt_box + self.dropout4_box(tgt_box2))
@@ -210,7 +216,13 @@ class SeqFormerDecoderLayer(nn.Module):
             # ablation: one box query per instance shared by all frames instead of one per frame
             tgt_box = tgt_box.mean(1, keepdim=True).expand_as(tgt_box).contiguous()
         tgt2 = self.linear2(
-            relu_dropout(self.linear1(tgt), self.dropout3.p, self.training, inplace=not torch.is_grad_enabled())
+            relu_dropout(
+                self.linear1(tgt),
+                self.dropout3.p,
+                self.training,
+                inplace=not torch.is_grad_enabled(),
+                fast=self.dropout3.fast,
+            )
         )
         tgt = self.norm3(tgt + self.dropout4(tgt2))
         return tgt, tgt_box

@@ -34,6 +34,7 @@ from seqformer.model.backbone import build_backbone, resize_mask
 from seqformer.model.box_ops import inverse_sigmoid
 from seqformer.model.config import ModelConfig
 from seqformer.model.deformable_transformer import DeformableTransformer, refine_boxes
+from seqformer.model.dropout import Dropout
 from seqformer.model.mask_head import MaskHeadSmallConv, clip_mask_logits, dynamic_param_layout
 from seqformer.model.mlp import MLP
 from seqformer.model.shape_head import MaskShapeHead
@@ -119,6 +120,9 @@ class SeqFormer(nn.Module):
             nn.init.zeros_(layer.bias)
         fine_channels = self.detr.backbone[0].stride4_channels if cfg.mask_feat_stride == 4 else None
         self.mask_head = MaskHeadSmallConv(cfg.hidden_dim, self.mask_channels, fine_channels)
+        for module in self.modules():
+            if isinstance(module, Dropout):
+                module.fast = cfg.fast_dropout
         if cfg.mask_class_head:  # not official: silhouette classifier (see ModelConfig.mask_class_head)
             self.mask_shape_head = MaskShapeHead(cfg.num_classes)
         if cfg.pooled_class_loss_coef > 0:  # not official: the auxiliary mask-pooled classifier (see ModelConfig)

@@ -91,3 +91,57 @@ def test_inplace_frozen_batch_norm_equals_out_of_place_values_and_grads():
         results.append((out.detach(), conv.weight.grad.clone()))
     assert torch.equal(results[0][0], results[1][0])
     assert torch.equal(results[0][1], results[1][1])
+
+
+def _fast_reference_keep(seed: int, shape: tuple[int, ...], p: float) -> tuple[torch.Tensor, float]:
+    """The fast draws rebuilt with integer shifts: lane k of word w is bits 16k..16k+15 (little-endian views)."""
+    numel = int(torch.tensor(shape).prod())
+    torch.manual_seed(seed)
+    words = torch.empty(((numel + 3) // 4,), dtype=torch.int64).random_(-(2**63), None)
+    lanes = torch.stack([(words >> (16 * k)) & 0xFFFF for k in range(4)], 1).flatten()[:numel]  # unsigned 0..65535
+    signed = torch.where(lanes >= 32768, lanes - 65536, lanes)
+    count = round((1 - p) * 65536)
+    return (signed + 32768 < count).view(shape), 65536 / count
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_fast_dropout_draws_lanes_below_the_threshold_and_scales_exactly(dtype, p):
+    x = torch.randn(3, 50, 41, dtype=dtype, requires_grad=True)
+    torch.manual_seed(11)
+    out = dropout(x, p, True, fast=True)
+    keep, scale = _fast_reference_keep(11, tuple(x.shape), p)
+    expected = x.detach() * keep * torch.tensor(scale, dtype=dtype)
+    assert torch.equal(out.detach(), expected)
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    assert torch.equal(x.grad, grad_out * keep * torch.tensor(scale, dtype=dtype))
+
+
+def test_fast_dropout_keeps_the_right_fraction_and_is_unbiased():
+    torch.manual_seed(0)
+    ones = torch.ones(2_000_000, dtype=torch.float64)
+    for p in (0.1, 0.5):
+        out = dropout(ones, p, True, fast=True)
+        kept = float((out != 0).double().mean())
+        sigma = (p * (1 - p) / ones.numel()) ** 0.5
+        assert abs(kept - (1 - p)) < 5 * sigma
+        assert abs(float(out.mean()) - 1.0) < 5 * sigma / (1 - p)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_fast_relu_dropout_is_relu_times_the_fast_mask(inplace):
+    x = torch.randn(4, 30, 64, dtype=torch.float64)
+    torch.manual_seed(5)
+    out = relu_dropout(x * 1.0, 0.1, True, inplace=inplace, fast=True)
+    keep, scale = _fast_reference_keep(5, tuple(x.shape), 0.1)
+    assert torch.equal(out, F.relu(x) * keep * scale)
+
+
+def test_fast_dropout_switch_reaches_every_transformer_dropout():
+    from seqformer.model import build_model
+    from tests.model.helpers import tiny_config
+
+    fast = [m.fast for m in build_model(tiny_config(fast_dropout=True)).modules() if isinstance(m, Dropout)]
+    plain = [m.fast for m in build_model(tiny_config()).modules() if isinstance(m, Dropout)]
+    assert fast and all(fast) and not any(plain)
