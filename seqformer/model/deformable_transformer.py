@@ -143,6 +143,12 @@ class SeqFormerDecoderLayer(nn.Module):
         q = (x + pos).transpose(0, 1)
         return attn(q, q, x.transpose(0, 1))[0].transpose(0, 1)
 
+    def _ffn(self, x: torch.Tensor, linear1: nn.Linear, drop: Dropout, linear2: nn.Linear) -> torch.Tensor:
+        """``linear2(dropout(relu(linear1(x))))``; the ReLU + dropout overwrite the fresh ``linear1`` output in
+        place when no graph is recorded."""
+        hidden = relu_dropout(linear1(x), drop.p, self.training, inplace=not torch.is_grad_enabled(), fast=drop.fast)
+        return linear2(hidden)
+
     def forward(
         self,
         tgt,
@@ -195,15 +201,7 @@ class SeqFormerDecoderLayer(nn.Module):
         if tgt_box.dim() == 3:
             tgt_box = tgt_box.unsqueeze(1)
         tgt_box = self.norm1_box(tgt_box + self.dropout1_box(attn_box))
-        tgt_box2 = self.linear2_box(
-            relu_dropout(
-                self.linear1_box(tgt_box),
-                self.dropout3_box.p,
-                self.training,
-                inplace=not torch.is_grad_enabled(),
-                fast=self.dropout3_box.fast,
-            )
-        )
+        tgt_box2 = self._ffn(tgt_box, self.linear1_box, self.dropout3_box, self.linear2_box)
         tgt_box = self.norm3_box(tgt_box + self.dropout4_box(tgt_box2))
         if self.temporal_aggregation == "weighted":
             # temporal aggregation: softmax over frames of a score from the updated box query weights attn_inst
@@ -215,15 +213,7 @@ class SeqFormerDecoderLayer(nn.Module):
         if not self.query_decomposition:
             # ablation: one box query per instance shared by all frames instead of one per frame
             tgt_box = tgt_box.mean(1, keepdim=True).expand_as(tgt_box).contiguous()
-        tgt2 = self.linear2(
-            relu_dropout(
-                self.linear1(tgt),
-                self.dropout3.p,
-                self.training,
-                inplace=not torch.is_grad_enabled(),
-                fast=self.dropout3.fast,
-            )
-        )
+        tgt2 = self._ffn(tgt, self.linear1, self.dropout3, self.linear2)
         tgt = self.norm3(tgt + self.dropout4(tgt2))
         return tgt, tgt_box
 
