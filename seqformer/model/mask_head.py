@@ -57,7 +57,7 @@ class MaskHeadSmallConv(nn.Module):
         ``fine``: the ``[N, C_fine, h_s4, w_s4]`` backbone map, required exactly when the head was built with
         ``fine_channels``; the output is then ``[N, out_channels, h_s4, w_s4]``.
         """
-        if (fine is None) != (not hasattr(self, "fine")):
+        if (fine is not None) != hasattr(self, "fine"):
             raise ValueError("MaskHeadSmallConv: pass the stride-4 map exactly when built with fine_channels")
         x = F.relu(self.lay3(feats[2]))
         x = F.relu(self.lay4(feats[1] + F.interpolate(x, size=feats[1].shape[-2:], mode="nearest")))

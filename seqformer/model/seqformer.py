@@ -311,7 +311,7 @@ def all_query_masks(mask_inputs: dict[str, Any]) -> torch.Tensor:
             mask_inputs["params"][b],
             mask_inputs["ref_points"][b],
             rel_coord=mask_inputs["rel_coord"],
-            feat_stride=mask_inputs.get("feat_stride", 8),
+            feat_stride=mask_inputs["feat_stride"],
             out_stride=mask_inputs["out_stride"],
         )
         for b in range(feats.shape[0])
@@ -330,7 +330,7 @@ def matched_query_masks(mask_inputs: dict[str, Any], indices: list[tuple[torch.T
                 mask_inputs["params"][b, query_idx],
                 mask_inputs["ref_points"][b][:, query_idx],
                 rel_coord=mask_inputs["rel_coord"],
-                feat_stride=mask_inputs.get("feat_stride", 8),
+                feat_stride=mask_inputs["feat_stride"],
                 out_stride=mask_inputs["out_stride"],
             )
         )

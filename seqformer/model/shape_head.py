@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+from seqformer.model.box_ops import box_cxcywh_to_xyxy
+
 
 class MaskShapeHead(nn.Module):
     """Silhouette classifier: ``[B, Q, T, h, w]`` mask logits + ``[B, T, Q, 4]`` boxes -> ``[B, Q, K]`` logits."""
@@ -59,8 +61,7 @@ class MaskShapeHead(nn.Module):
         b, q, t, h, w = mask_logits.shape
         probs = mask_logits.detach().sigmoid().permute(0, 2, 1, 3, 4).reshape(b * t * q, 1, h, w)
         sizes = image_sizes.to(boxes.dtype).flip(-1).repeat(1, 2)[:, None, None]  # (w, h, w, h)
-        cx, cy, bw, bh = boxes.detach().unbind(-1)
-        xyxy = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1) * sizes / mask_stride
+        xyxy = box_cxcywh_to_xyxy(boxes.detach()) * sizes / mask_stride
         index = torch.arange(b * t * q, device=boxes.device, dtype=boxes.dtype)[:, None]
         rois = torch.cat([index, xyxy.reshape(b * t * q, 4)], 1)
         crops = roi_align(probs, rois, (self.size, self.size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
