@@ -33,15 +33,24 @@ def test_ray_prepare_matches_the_local_loop(local_ray, ytvis_copy, tmp_path: Pat
     assert list(iter_records(tmp_path / "ray")) == list(iter_records(tmp_path / "local"))
 
 
-def test_ray_executor_streams_windows_through_several_datasets(local_ray, synthetic_source, tmp_path: Path) -> None:
+@pytest.mark.parametrize("plan_ahead_s", [0.0, 1.0])
+def test_ray_executor_streams_windows_through_several_datasets(
+    local_ray, synthetic_source, tmp_path: Path, plan_ahead_s: float
+) -> None:
+    import ray.data
+
     from seqformer.pipelines.ray_data import ray_executor
 
     root, annotations = synthetic_source
     sources = [Source("ytvis", str(annotations), str(root))]
     options = PrepareOptions(shard_size=2, window_frames=1)  # one video per window, shards of two windows
-    # at most 3 windows per Ray Data dataset: windows are planned while earlier datasets run, order is kept
-    executor = ray_executor(options, max_batch_windows=3, max_in_flight_mib=16)
+    # at most 3 windows per Ray Data dataset: windows are planned while earlier datasets run, order is kept;
+    # plan_ahead_s=0 starts each dataset on 2 * CPUs windows and plans the rest while it runs
+    executor = ray_executor(options, max_batch_windows=3, max_in_flight_mib=16, plan_ahead_s=plan_ahead_s)
+    ctx = ray.data.DataContext.get_current()
+    reservation = ctx.op_resource_reservation_enabled
     by_ray = prepare(sources, tmp_path / "ray", options, executor=executor)
+    assert ctx.op_resource_reservation_enabled == reservation  # switched off for the run only
     local = prepare(sources, tmp_path / "local", options)
     assert [s["records"] for s in by_ray["shards"]] == [2, 2, 1]
     assert [s["file"] for s in by_ray["shards"]] == [s["file"] for s in local["shards"]]
