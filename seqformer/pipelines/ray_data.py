@@ -92,7 +92,7 @@ def ray_executor(
         max_batch_windows: most windows per Ray Data dataset.
         plan_ahead_s: how long the driver may plan windows before the first dataset starts. Planning is cheap
             (byte ranges of the spill file: ~50 ms for 100 videos of 10-30 frames), so small and medium jobs are
-            planned whole and run as *one* dataset; each further dataset costs a start (~0.5 s on two cores) and a
+            planned whole and run as *one* dataset; each further dataset costs a start (0.5-1 s on two cores) and a
             drain where workers idle. Jobs that do not fit in the budget start with what was planned; the driver
             plans eight more windows per finished one meanwhile and the next dataset takes them.
 
