@@ -134,10 +134,10 @@ class ModelConfig:
             raise ValueError(f"model.hidden_dim must be a multiple of 32 (GroupNorm(32) groups), got {self.hidden_dim}")
         if self.hidden_dim % self.nheads != 0:
             raise ValueError(f"model.hidden_dim ({self.hidden_dim}) must be divisible by model.nheads ({self.nheads})")
-        if not 2 <= self.num_feature_levels <= 4:
+        if self.num_feature_levels not in (3, 4):
             raise ValueError(
-                f"model.num_feature_levels must be 2..4 (three backbone stages plus optional extra), got "
-                f"{self.num_feature_levels}"
+                f"model.num_feature_levels must be 3 or 4 (the backbone's stride-8/16/32 stages, which the mask "
+                f"branch reads, plus the optional stride-64 level), got {self.num_feature_levels}"
             )
         if self.mask_feat_stride not in (4, 8):
             raise ValueError(f"model.mask_feat_stride must be 8 (official) or 4, got {self.mask_feat_stride!r}")

@@ -47,6 +47,7 @@ def test_frozen():
         ("nheads", 7, "model.nheads"),
         ("num_queries", 0, "model.num_queries"),
         ("num_feature_levels", 5, "model.num_feature_levels"),
+        ("num_feature_levels", 2, "model.num_feature_levels"),
         ("dropout", 1.5, "model.dropout"),
         ("backbone", "vgg", "model.backbone"),
         ("msda_backend", "cuda", "model.msda_backend"),

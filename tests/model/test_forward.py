@@ -114,3 +114,15 @@ def test_pred_queries_are_the_last_class_head_input(tiny_model):
     assert out["pred_queries"].shape == (1, 12, 32)
     assert torch.equal(out["pred_queries"], captured[-1])
     torch.testing.assert_close(tiny_model.detr.class_embed[-1](out["pred_queries"]), out["pred_logits"])
+
+
+def test_three_feature_levels_without_the_stride64_level():
+    torch.manual_seed(0)
+    model = build_model(tiny_config(num_feature_levels=3)).eval()
+    assert len(model.detr.input_proj) == 3
+    with torch.no_grad():
+        out = model([torch.randn(2, 3, 64, 96)])
+    assert out["pred_logits"].shape == (1, 12, 42)
+    assert out["pred_boxes"].shape == (1, 2, 12, 4)
+    assert out["pred_masks"].shape == (1, 12, 2, 16, 24)
+    assert torch.isfinite(out["pred_masks"]).all()
