@@ -92,10 +92,16 @@ class ResNetBackbone(nn.Module):
         frozen_batch_norm: bool = True,
         freeze_stem: bool = True,
         channels_last: bool = True,
+        input_edges: bool = False,
     ) -> None:
         super().__init__()
         norm_layer = functools.partial(FrozenBatchNorm2d, inplace=True) if frozen_batch_norm else nn.BatchNorm2d
         net = _RESNETS[name](weights=None, replace_stride_with_dilation=[False, False, dilation], norm_layer=norm_layer)
+        self.input_edges = input_edges
+        if input_edges:  # not official: RGB + edge channel (ModelConfig.input_edges)
+            stem = net.conv1
+            net.conv1 = nn.Conv2d(4, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, bias=False)
+            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         for param_name, param in net.named_parameters():
             # official rule: only layer2-4 train (stem conv1 and layer1 stay frozen); freeze_stem=False trains all
             # (models trained from random initialisation)
@@ -121,6 +127,8 @@ class ResNetBackbone(nn.Module):
     def forward(self, images: torch.Tensor, *, with_stride4: bool = False) -> list[torch.Tensor]:
         """``[N, 3, H, W]`` -> C3, C4, C5 feature maps (strides 8, 16, 32), in ``self.memory_format``; with
         ``with_stride4`` the C2 map (stride 4, ``layer1``) comes first."""
+        if self.input_edges:
+            images = torch.cat([images, edge_channel(images)], 1)
         images = images.contiguous(memory_format=self.memory_format)
         if self.fold_frozen_norms:
             outs = _folded_resnet_forward(self.body, images)
@@ -128,6 +136,24 @@ class ResNetBackbone(nn.Module):
             out = self.body(images)
             outs = [out["0"], out["1"], out["2"], out["3"]]
         return outs if with_stride4 else outs[1:]
+
+
+_SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+
+
+def edge_channel(images: torch.Tensor) -> torch.Tensor:
+    """Colour-invariant edge map ``[N, 1, H, W]`` of ``[N, 3, H, W]`` images (``ModelConfig.input_edges``).
+
+    Sobel x and y gradients of each colour channel (borders replicated), the magnitude over the six, divided by its
+    maximum over the frame and mapped to ``[-1, 3]`` (zero-centred like the normalised colour channels). An object
+    boundary gives the same response whatever the two colours, which makes shape the easy thing to learn.
+    """
+    sobel_x = torch.tensor(_SOBEL_X, dtype=images.dtype, device=images.device)
+    kernels = torch.stack([sobel_x, sobel_x.t()])[:, None].repeat(images.shape[1], 1, 1, 1)  # [2C, 1, 3, 3]
+    grads = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernels, groups=images.shape[1])
+    magnitude = grads.square().sum(1, keepdim=True).sqrt()
+    peak = magnitude.flatten(1).amax(1).clamp(min=1e-6)[:, None, None, None]
+    return magnitude / peak * 4 - 1
 
 
 def _conv_frozen_norm(
@@ -260,6 +286,7 @@ def build_backbone(
     frozen_batch_norm: bool = True,
     freeze_stem: bool = True,
     pretrained: str | None = None,
+    input_edges: bool = False,
 ) -> Joiner:
     """Build ``Joiner(backbone, position encoding)``; ``pretrained`` is a local weight file (never downloaded)."""
     if name == "swin_l":
@@ -273,6 +300,7 @@ def build_backbone(
             dilation=dilation,
             frozen_batch_norm=frozen_batch_norm,
             freeze_stem=freeze_stem,
+            input_edges=input_edges,
         )
     else:
         raise ValueError(f"model.backbone must be one of {sorted([*_RESNETS, 'swin_l'])}, got {name!r}")

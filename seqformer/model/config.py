@@ -121,6 +121,13 @@ class ModelConfig:
     final layer's class logits. For models trained from random initialisation, whose masks learn long before their
     queries carry shape (README's demo section)."""
 
+    input_edges: bool = False
+    """Not part of SeqFormer (off officially): append a fixed, colour-invariant edge channel to the backbone input
+    (:func:`seqformer.model.backbone.edge_channel`: Sobel gradient magnitude summed over R, G, B, scaled per frame
+    by its maximum) and give the ResNet stem four input channels. For ResNet-family backbones trained from random
+    initialisation on data whose classes differ by shape under random colours and textures, where shape is learned
+    from raw RGB only slowly (README's demo section); ImageNet or official weights do not fit the stem."""
+
     def __post_init__(self) -> None:
         positive = (
             "hidden_dim dim_feedforward enc_layers dec_layers nheads enc_n_points dec_n_points num_queries "
@@ -145,6 +152,12 @@ class ModelConfig:
             raise ValueError(
                 f"model.mask_out_stride must divide model.mask_feat_stride ({self.mask_feat_stride}), got "
                 f"{self.mask_out_stride}"
+            )
+        if self.input_edges and (self.backbone == "swin_l" or self.pretrained_backbone is not None):
+            raise ValueError(
+                "model.input_edges gives the ResNet stem a fourth input channel, so it needs a ResNet-family backbone "
+                "trained from random initialisation: set model.pretrained_backbone=null and a ResNet backbone, or "
+                "model.input_edges=false"
             )
         if self.mask_feat_stride == 4 and self.backbone == "swin_l":
             raise ValueError("model.mask_feat_stride=4 needs a ResNet backbone; use 8 with model.backbone=swin_l")

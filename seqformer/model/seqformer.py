@@ -59,6 +59,7 @@ class DetectionCore(nn.Module):
             frozen_batch_norm=cfg.frozen_batch_norm,
             freeze_stem=cfg.freeze_stem,
             pretrained=cfg.pretrained_backbone,
+            input_edges=cfg.input_edges,
         )
         # registration order = official state-dict order: transformer, heads, queries, input_proj, backbone
         self.transformer = DeformableTransformer(cfg)

@@ -1,5 +1,5 @@
-"""The two non-official switches for small models trained from scratch: stride-4 mask features and the
-mask-shape class head. Both are off by default (the official state dict is covered by test_state_dict)."""
+"""The non-official switches for small models trained from scratch: stride-4 mask features, the mask-shape class
+head and the edge input channel. All are off by default (the official state dict is covered by test_state_dict)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.model.helpers import synthetic_target, tiny_config
 
 def test_defaults_add_nothing():
     cfg = ModelConfig()
-    assert cfg.mask_feat_stride == 8 and cfg.mask_class_head is False
+    assert cfg.mask_feat_stride == 8 and cfg.mask_class_head is False and cfg.input_edges is False
     keys = build_model(tiny_config()).state_dict().keys()
     assert not any(k.startswith(("mask_head.fine", "mask_shape_head")) for k in keys)
 
@@ -115,3 +115,81 @@ def test_mask_shape_head_only_moves_classes_against_each_other():
     out = head(logits, boxes, torch.tensor([[64, 96], [60, 90]]), mask_stride=4)
     assert out.shape == (2, 3, 5) and out.abs().max() > 1e-3
     torch.testing.assert_close(out.sum(-1), torch.zeros(2, 3), atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------- input_edges
+
+
+def _edges_by_hand(image: torch.Tensor) -> torch.Tensor:
+    """float64 Sobel magnitude of a ``[3, H, W]`` image written out pixel by pixel (replicated borders)."""
+    c, h, w = image.shape
+    sx = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
+    out = torch.zeros(h, w, dtype=torch.float64)
+    for y in range(h):
+        for x in range(w):
+            total = 0.0
+            for ch in range(c):
+                gx = gy = 0.0
+                for dy in range(3):
+                    for dx in range(3):
+                        v = float(image[ch, min(max(y + dy - 1, 0), h - 1), min(max(x + dx - 1, 0), w - 1)])
+                        gx += sx[dy][dx] * v
+                        gy += sx[dx][dy] * v
+                total += gx * gx + gy * gy
+            out[y, x] = total**0.5
+    return out / out.max() * 4 - 1
+
+
+def test_edge_channel_matches_a_hand_written_sobel_magnitude():
+    from seqformer.model.backbone import edge_channel
+
+    image = torch.randn(2, 3, 7, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    edges = edge_channel(image)
+    assert edges.shape == (2, 1, 7, 9)
+    for n in range(2):
+        assert torch.allclose(edges[n, 0], _edges_by_hand(image[n]), atol=1e-12)
+
+
+def test_edge_channel_is_the_same_for_any_two_colours():
+    from seqformer.model.backbone import edge_channel
+
+    def scene(inside: tuple[float, float, float], outside: tuple[float, float, float]) -> torch.Tensor:
+        image = torch.tensor(outside, dtype=torch.float64)[:, None, None].repeat(1, 16, 16)
+        image[:, 4:11, 3:9] = torch.tensor(inside, dtype=torch.float64)[:, None, None]
+        return image
+
+    a = edge_channel(scene((1.5, -0.2, 0.3), (-1.0, 0.8, 0.1))[None])
+    b = edge_channel(scene((-0.4, -0.4, 2.0), (0.9, 1.1, -1.3))[None])
+    assert torch.allclose(a, b, atol=1e-12)
+    assert float(a.max()) == 3.0 and float(a.min()) == -1.0  # boundary at the top, flat regions at the bottom
+
+
+def test_input_edges_gives_the_stem_four_channels_and_trains_it():
+    torch.manual_seed(0)
+    cfg = tiny_config(backbone="tiny_resnet", input_edges=True, frozen_batch_norm=False, freeze_stem=False)
+    model = build_model(cfg).train()
+    plain = build_model(tiny_config(backbone="tiny_resnet", frozen_batch_norm=False, freeze_stem=False))
+    stem = "detr.backbone.0.body.conv1.weight"
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert shapes[stem][1] == 4
+    assert {k: v for k, v in shapes.items() if k != stem} == {
+        k: v.shape for k, v in plain.state_dict().items() if k != stem
+    }
+    criterion = build_criterion(cfg)
+    clips = [torch.randn(2, 3, 64, 96)]
+    losses = criterion(model(clips), [synthetic_target(2, 2, 64, 96)])
+    criterion.total_loss(losses).backward()
+    grad = dict(model.named_parameters())[stem].grad
+    assert grad is not None and float(grad[:, 3].abs().sum()) > 0  # the edge channel's weights learn
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"input_edges": True, "backbone": "swin_l"}, "model.input_edges"),
+        ({"input_edges": True, "pretrained_backbone": "weights.pth"}, "model.input_edges"),
+    ],
+)
+def test_input_edges_refuses_pretrained_and_swin_backbones(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_config(**overrides)
