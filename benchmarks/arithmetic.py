@@ -31,12 +31,12 @@ def count_step_flops() -> dict[str, float]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from benchmarks.model import CASES, _clips_and_targets
-    from seqformer.model import ModelConfig, build_criterion, build_model
+    from benchmarks.model import CASES, _clips_and_targets, _config
+    from seqformer.model import build_criterion, build_model
 
     _, num_frames, h, w, num_clips, num_instances = CASES["r50_train"]
     torch.manual_seed(0)
-    cfg = ModelConfig()
+    cfg = _config("r50_train", "auto")
     model = build_model(cfg).train()
     criterion = build_criterion(cfg)
     clips, targets = _clips_and_targets(num_clips, num_frames, h, w, num_instances)
