@@ -70,6 +70,8 @@ class AugmentationConfig:
     """Smallest crop side (clamped to the image side)."""
     crop_max: int = 600
     """Largest crop side."""
+    crop_prob: float = 0.5
+    """Probability of the resize + random-crop branch (official 0.5); otherwise only the multi-scale resize."""
     photometric: bool = True
     """Per-frame photometric distortion (YouTube-VIS clips only, as officially)."""
     hflip: bool = True
@@ -280,7 +282,8 @@ class ClipAugmentation:
     """Clip-consistent training augmentation (official recipe, see the reference doc §11).
 
     Horizontal flip (p 0.5) → per-frame photometric distortion (YouTube-VIS only) → with p 0.5 either a
-    multi-scale resize, or resize to a crop scale + random crop (same for all frames) + multi-scale resize →
+    multi-scale resize, or (p ``crop_prob``, officially 0.5) resize to a crop scale + random crop (same for all
+    frames) + multi-scale resize →
     drop degenerate instance-frames / instances.
     """
 
@@ -294,7 +297,7 @@ class ClipAugmentation:
             _hflip(clip)
         if cfg.photometric and clip.dataset != "coco":
             clip.frames = [photometric_distort(f, rng, cfg.photometric_overflow) for f in clip.frames]
-        if rng.random() < 0.5:
+        if rng.random() < cfg.crop_prob:  # one draw whatever crop_prob is, so the other draws stay in step
             _resize(clip, int(rng.choice(cfg.crop_scales)), None)
             width, height = clip.frames[0].size
             crop_w = int(rng.integers(min(cfg.crop_min, width), min(width, cfg.crop_max) + 1))

@@ -90,6 +90,7 @@ def augmentation_config(exp: ExperimentConfig) -> Any:
         crop_scales=tuple(exp.data.crop_scales),
         crop_min=exp.data.crop_min,
         crop_max=exp.data.crop_max,
+        crop_prob=exp.data.crop_prob,
         photometric=exp.data.photometric,
     )
 

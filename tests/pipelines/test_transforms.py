@@ -109,6 +109,42 @@ def test_augmentation_keeps_frames_masks_and_boxes_aligned() -> None:
                 np.testing.assert_allclose(clip.boxes[n, t], mask_to_box(clip.masks[n, t]), atol=1.6)
 
 
+@pytest.mark.parametrize(("crop_prob", "low", "high"), [(0.0, 0, 0), (0.5, 10, 30), (1.0, 40, 40)])
+def test_crop_prob_sets_how_often_the_random_crop_branch_runs(
+    monkeypatch: pytest.MonkeyPatch, crop_prob: float, low: int, high: int
+) -> None:
+    import seqformer.pipelines.transforms as transforms
+
+    calls = []
+    real_crop = transforms._crop
+    monkeypatch.setattr(transforms, "_crop", lambda clip, *box: (calls.append(box), real_crop(clip, *box)))
+    cfg = AugmentationConfig(
+        train_scales=(48,), max_train_size=200, crop_scales=(64,), crop_min=30, crop_max=40, crop_prob=crop_prob,
+        photometric=False,
+    )
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        clip = ClipAugmentation(cfg)(sample_clip(_record(), 3, rng), rng)
+        if crop_prob == 0.0:  # the whole 48x64 frame, only rescaled: every instance keeps all of its frames
+            expected = [[(n, int(t)) != (1, 2) for t in clip.frame_ids] for n in range(3)]  # record: (1, 2) absent
+            assert clip.frames[0].size == (64, 48) and clip.valid.tolist() == expected
+    assert low <= len(calls) <= high
+    # the same draws are taken whatever crop_prob is: a clip that skips the crop at 0.5 is identical at 0.0
+    half, none = (AugmentationConfig(**{**cfg.__dict__, "crop_prob": p}) for p in (0.5, 0.0))
+    for seed in range(40):
+        rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+        calls.clear()
+        a = ClipAugmentation(half)(sample_clip(_record(), 3, rng_a), rng_a)
+        if calls:
+            continue
+        b = ClipAugmentation(none)(sample_clip(_record(), 3, rng_b), rng_b)
+        assert [np.asarray(f).tobytes() for f in a.frames] == [np.asarray(f).tobytes() for f in b.frames]
+        assert np.array_equal(a.masks, b.masks) and np.array_equal(a.boxes, b.boxes)
+        break
+    else:
+        pytest.fail("no seed skipped the crop at crop_prob 0.5")
+
+
 def test_flip_and_photometric_per_frame_but_geometry_per_clip() -> None:
     record = _record()
     cfg = AugmentationConfig(

@@ -81,6 +81,7 @@ def test_wrong_type_names_key_and_value(tmp_path):
         ("train:\n  lr: -0.001\n", r"train\.lr': Input should be greater than 0"),
         ("resources:\n  num_workers: 0\n", r"resources\.num_workers': Input should be greater than or equal to 1"),
         ("data:\n  crop_min: 700\n  crop_max: 600\n", r"data\.crop_min \(700\) must be <= data\.crop_max \(600\)"),
+        ("data:\n  crop_prob: 1.5\n", r"data\.crop_prob': Input should be less than or equal to 1"),
     ],
 )
 def test_out_of_range_values(tmp_path, text, key):

@@ -80,6 +80,11 @@ class DataConfig(Section):
     )
     crop_min: int = Field(384, ge=1, description="Smallest random-crop side.")
     crop_max: int = Field(600, ge=1, description="Largest random-crop side.")
+    crop_prob: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Probability of the resize + random-crop branch of the augmentation (official 0.5; the crop "
+        "can cut objects, which keep their category).",
+    )
     photometric: bool = Field(True, description="Per-frame photometric distortion (official recipe).")
     eval_short_side: int = Field(360, ge=16, description="Inference resize of the shorter side (official 360).")
     items_per_video: Literal["one", "per_frame"] = Field(
