@@ -281,9 +281,9 @@ def photometric_distort(image: Image.Image, rng: np.random.Generator, overflow: 
 class ClipAugmentation:
     """Clip-consistent training augmentation (official recipe, see the reference doc §11).
 
-    Horizontal flip (p 0.5) → per-frame photometric distortion (YouTube-VIS only) → with p 0.5 either a
-    multi-scale resize, or (p ``crop_prob``, officially 0.5) resize to a crop scale + random crop (same for all
-    frames) + multi-scale resize →
+    Horizontal flip (p 0.5) → per-frame photometric distortion (YouTube-VIS only) → either a multi-scale resize,
+    or (with p ``crop_prob``, officially 0.5) resize to a crop scale + random crop (same for all frames) +
+    multi-scale resize →
     drop degenerate instance-frames / instances.
     """
 
