@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -130,7 +131,7 @@ def test_crop_prob_sets_how_often_the_random_crop_branch_runs(
             assert clip.frames[0].size == (64, 48) and clip.valid.tolist() == expected
     assert low <= len(calls) <= high
     # the same draws are taken whatever crop_prob is: a clip that skips the crop at 0.5 is identical at 0.0
-    half, none = (AugmentationConfig(**{**cfg.__dict__, "crop_prob": p}) for p in (0.5, 0.0))
+    half, none = (dataclasses.replace(cfg, crop_prob=p) for p in (0.5, 0.0))
     for seed in range(40):
         rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
         calls.clear()
