@@ -124,11 +124,14 @@ class ResNetBackbone(nn.Module):
         }.get(name, [512, 1024, 2048])
         self.stride4_channels = {"tiny_resnet": TINY_WIDTHS[0], "resnet18": 64, "resnet34": 64}.get(name, 256)
 
-    def forward(self, images: torch.Tensor, *, with_stride4: bool = False) -> list[torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, *, with_stride4: bool = False, padding_mask: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """``[N, 3, H, W]`` -> C3, C4, C5 feature maps (strides 8, 16, 32), in ``self.memory_format``; with
-        ``with_stride4`` the C2 map (stride 4, ``layer1``) comes first."""
+        ``with_stride4`` the C2 map (stride 4, ``layer1``) comes first. ``padding_mask`` (bool ``[N, H, W]``, True
+        on padding) confines the ``input_edges`` channel to each frame's own pixels."""
         if self.input_edges:
-            images = torch.cat([images, edge_channel(images)], 1)
+            images = torch.cat([images, padded_edge_channel(images, padding_mask)], 1)
         images = images.contiguous(memory_format=self.memory_format)
         if self.fold_frozen_norms:
             outs = _folded_resnet_forward(self.body, images)
@@ -154,6 +157,29 @@ def edge_channel(images: torch.Tensor) -> torch.Tensor:
     magnitude = grads.square().sum(1, keepdim=True).sqrt()
     peak = magnitude.flatten(1).amax(1).clamp(min=1e-6)[:, None, None, None]
     return magnitude / peak * 4 - 1
+
+
+def padded_edge_channel(images: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """:func:`edge_channel` of each frame's unpadded top-left region; ``-1`` (no edge) on padding.
+
+    A clip padded to its batch partner's size then gets no edge along the padding border, and that border does not
+    enter the per-frame maximum that scales the channel: a padded frame sees the same channel as the frame alone.
+    """
+    if padding_mask is None or not bool(padding_mask.any()):
+        return edge_channel(images)
+    valid = ~padding_mask
+    heights = valid.any(2).sum(1).tolist()  # rows with a valid pixel (padding sits bottom and right)
+    widths = valid.any(1).sum(1).tolist()
+    out = images.new_full((images.shape[0], 1, *images.shape[-2:]), -1.0)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(zip(heights, widths)):
+        groups.setdefault(size, []).append(i)
+    for (h, w), index in groups.items():
+        if h == 0 or w == 0:
+            continue
+        rows = torch.tensor(index, device=images.device)
+        out[rows, :, :h, :w] = edge_channel(images[rows, :, :h, :w])
+    return out
 
 
 def _conv_frozen_norm(
@@ -264,7 +290,7 @@ class Joiner(nn.Sequential):
         self, images: torch.Tensor, mask: torch.Tensor, *, with_stride4: bool = True
     ) -> tuple[torch.Tensor | None, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
         """As :meth:`forward`, plus the backbone's stride-4 map first (None unless ``with_stride4``; ResNets only)."""
-        feats = self[0](images, with_stride4=True) if with_stride4 else self[0](images)
+        feats = self[0](images, with_stride4=with_stride4, padding_mask=mask)
         stride4 = feats.pop(0) if with_stride4 else None
         masks = [resize_mask(mask, f.shape[-2:]) for f in feats]
         poses = [self[1](m).to(f.dtype) for f, m in zip(feats, masks)]

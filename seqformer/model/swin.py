@@ -245,6 +245,10 @@ class SwinBackbone(nn.Module):
         self.strides = [8, 16, 32]
         self.num_channels = [384, 768, 1536]
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """``[N, 3, H, W]`` -> stage 1-3 features."""
+    def forward(
+        self, images: torch.Tensor, *, with_stride4: bool = False, padding_mask: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """``[N, 3, H, W]`` -> stage 1-3 features (``padding_mask`` is not used; no stride-4 map)."""
+        if with_stride4:
+            raise ValueError("the Swin backbone has no stride-4 map; model.mask_feat_stride must be 8 with swin_l")
         return self.body(images)

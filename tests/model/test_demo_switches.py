@@ -164,6 +164,44 @@ def test_edge_channel_is_the_same_for_any_two_colours():
     assert float(a.max()) == 3.0 and float(a.min()) == -1.0  # boundary at the top, flat regions at the bottom
 
 
+def test_padded_frames_get_the_edge_channel_of_their_own_pixels():
+    from seqformer.model.backbone import edge_channel, padded_edge_channel
+
+    gen = torch.Generator().manual_seed(1)
+    small = torch.randn(3, 3, 10, 12, dtype=torch.float64, generator=gen)
+    large = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=gen)
+    batch = torch.zeros(5, 3, 16, 16, dtype=torch.float64)  # the model pads with zeros, bottom and right
+    batch[:3, :, :10, :12] = small
+    batch[3:] = large
+    padding = torch.ones(5, 16, 16, dtype=torch.bool)
+    padding[:3, :10, :12] = False
+    padding[3:] = False
+    edges = padded_edge_channel(batch, padding)
+    assert torch.equal(edges[:3, :, :10, :12], edge_channel(small))  # as if the frames were alone
+    assert bool((edges[:3, :, 10:, :] == -1).all()) and bool((edges[:3, :, :, 12:] == -1).all())
+    assert torch.equal(edges[3:], edge_channel(large))
+    # the naive channel of the padded batch differs: an edge along the padding border, another maximum
+    assert not torch.allclose(edge_channel(batch)[:3, :, :10, :12], edge_channel(small))
+    assert torch.equal(padded_edge_channel(large, torch.zeros(2, 16, 16, dtype=torch.bool)), edge_channel(large))
+
+
+def test_a_clip_gets_the_same_edge_input_alone_and_padded_in_a_batch():
+    torch.manual_seed(0)
+    cfg = tiny_config(backbone="tiny_resnet", input_edges=True, frozen_batch_norm=False, freeze_stem=False)
+    model = build_model(cfg).eval()
+    body = model.detr.backbone[0]
+    seen = []
+    body.body.conv1.register_forward_hook(lambda module, args, out: seen.append(args[0][:, 3].clone()))
+    small = torch.randn(cfg.num_frames, 3, 40, 56)
+    with torch.no_grad():
+        model([small])
+        model([small, torch.randn(cfg.num_frames, 3, 96, 96)])
+    alone, batched = seen  # padded to 64x64 alone, to 96x96 next to the larger clip
+    assert alone.shape[-2:] == (64, 64) and batched.shape[-2:] == (96, 96)
+    torch.testing.assert_close(batched[: cfg.num_frames, :64, :64], alone)
+    assert bool((batched[: cfg.num_frames, 40:] == -1).all()) and bool((batched[: cfg.num_frames, :, 56:] == -1).all())
+
+
 def test_input_edges_gives_the_stem_four_channels_and_trains_it():
     torch.manual_seed(0)
     cfg = tiny_config(backbone="tiny_resnet", input_edges=True, frozen_batch_norm=False, freeze_stem=False)
