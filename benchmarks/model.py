@@ -48,16 +48,25 @@ CASES = {
     "r50_train": (2, 5, 360, 640, 1, 2),
     "r50_train_ckpt": (2, 5, 360, 640, 1, 2),
     "r50_train_fast_dropout": (2, 5, 360, 640, 1, 2),
+    "r50_train_bf16": (2, 5, 360, 640, 1, 2),
+    "r50_infer_bf16": (2, 5, 360, 640, 1, 2),
     "tiny_train": (2, 2, 64, 96, 1, 2),
     "demo_train": (1, 3, 96, 96, 2, 2),
 }
 # inference case -> (attention backend, size_divisibility)
-INFER = {"r50_infer": ("compiled", 1), "r50_infer_ref": ("reference", 1), "r50_infer_pad32": ("compiled", 32)}
+INFER = {
+    "r50_infer": ("compiled", 1),
+    "r50_infer_ref": ("reference", 1),
+    "r50_infer_pad32": ("compiled", 32),
+    "r50_infer_bf16": ("compiled", 1),
+}
 TARGETS = {
     "r50_infer": (4.4, None),
     "r50_train": (10.0, 6.0),
     "r50_train_ckpt": (10.0, 6.0),
     "r50_train_fast_dropout": (10.0, 6.0),
+    "r50_train_bf16": (10.0, 6.0),
+    "r50_infer_bf16": (4.4, None),
 }
 
 
@@ -122,12 +131,14 @@ def _run_case(case: str, backend: str, iters: int, fused_adamw: bool, keep_memor
     cfg = _config(case, backend)
     clips, targets = _clips_and_targets(num_clips, num_frames, h, w, num_instances)
     model = build_model(cfg)
+    # *_bf16 cases: CPU bfloat16 autocast (float32 weights, optimizer and loss reductions; AMX where the CPU has it)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=case.endswith("_bf16"))
     if case in INFER:
         model.eval()
         mask_size = ((h + divisor - 1) // divisor * divisor // 4, (w + divisor - 1) // divisor * divisor // 4)
 
         def step() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 out = model(clips, size_divisibility=divisor)
             assert out["pred_masks"].shape[-2:] == mask_size, out["pred_masks"].shape
 
@@ -139,8 +150,9 @@ def _run_case(case: str, backend: str, iters: int, fused_adamw: bool, keep_memor
         )
 
         def step() -> None:
-            losses = criterion(model(clips), targets)
-            total = criterion.total_loss(losses)
+            with autocast:
+                losses = criterion(model(clips), targets)
+                total = criterion.total_loss(losses)
             optimizer.zero_grad()
             total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)

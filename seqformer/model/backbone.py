@@ -149,11 +149,13 @@ def edge_channel(images: torch.Tensor) -> torch.Tensor:
 
     Sobel x and y gradients of each colour channel (borders replicated), the magnitude over the six, divided by its
     maximum over the frame and mapped to ``[-1, 3]`` (zero-centred like the normalised colour channels). An object
-    boundary gives the same response whatever the two colours, which makes shape the easy thing to learn.
+    boundary gives the same response whatever the two colours, which makes shape the easy thing to learn. Computed in
+    the images' dtype also under autocast (the Sobel filter is part of the input, not a learned layer).
     """
     sobel_x = torch.tensor(_SOBEL_X, dtype=images.dtype, device=images.device)
     kernels = torch.stack([sobel_x, sobel_x.t()])[:, None].repeat(images.shape[1], 1, 1, 1)  # [2C, 1, 3, 3]
-    grads = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernels, groups=images.shape[1])
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        grads = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernels, groups=images.shape[1])
     magnitude = grads.square().sum(1, keepdim=True).sqrt()
     peak = magnitude.flatten(1).amax(1).clamp(min=1e-6)[:, None, None, None]
     return magnitude / peak * 4 - 1

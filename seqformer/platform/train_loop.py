@@ -214,6 +214,18 @@ def _resume_payload(exp: ExperimentConfig) -> dict[str, Any] | None:
     return payload
 
 
+def autocast_context(amp: str, device: torch.device) -> torch.autocast:
+    """The forward's autocast for ``train.amp``: bf16 on GPU or CPU (oneDNN uses AMX where the CPU has it), fp16
+    on GPU only (the config refuses fp16 without GPUs); weights, optimizer state and gradients stay float32."""
+    if amp == "none":
+        return torch.autocast(device_type=device.type, enabled=False)
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"train.amp: {amp} autocast needs a GPU, but this worker runs on {device}; use bf16 or none")
+
+
 class _Trainer:
     """State and steps of one worker's training (keeps ``train_loop_per_worker`` short)."""
 
@@ -275,10 +287,7 @@ class _Trainer:
         return _any_rank(done, self.world)
 
     def autocast(self) -> Any:
-        if self.exp.train.amp == "none" or self.device.type != "cuda":
-            return torch.autocast(device_type="cpu", enabled=False)
-        dtype = torch.bfloat16 if self.exp.train.amp == "bf16" else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
+        return autocast_context(self.exp.train.amp, self.device)
 
     def forward_backward(self, batch: dict[str, Any], sync: bool) -> dict[str, float]:
         clips = [clip.to(self.device, non_blocking=True) for clip in batch["clips"]]

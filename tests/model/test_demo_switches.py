@@ -185,6 +185,19 @@ def test_padded_frames_get_the_edge_channel_of_their_own_pixels():
     assert torch.equal(padded_edge_channel(large, torch.zeros(2, 16, 16, dtype=torch.bool)), edge_channel(large))
 
 
+def test_edge_channel_stays_float32_under_bfloat16_autocast():
+    from seqformer.model.backbone import padded_edge_channel
+
+    gen = torch.Generator().manual_seed(2)
+    batch = torch.randn(2, 3, 16, 16, generator=gen)
+    padding = torch.zeros(2, 16, 16, dtype=torch.bool)
+    padding[0, 10:] = True
+    expected = padded_edge_channel(batch, padding)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        edges = padded_edge_channel(batch, padding)  # the Sobel convolution would otherwise come out bfloat16
+    assert edges.dtype == torch.float32 and torch.equal(edges, expected)
+
+
 def test_a_clip_gets_the_same_edge_input_alone_and_padded_in_a_batch():
     torch.manual_seed(0)
     cfg = tiny_config(backbone="tiny_resnet", input_edges=True, frozen_batch_norm=False, freeze_stem=False)

@@ -195,3 +195,12 @@ def test_with_absolute_paths_anchors_relative_paths_and_keeps_uris(tmp_path: Pat
     assert exp.data.root == "data/train"  # the input is not changed
     local = with_absolute_paths(validate({"train": {"init_checkpoint": "weights/r50.pth"}}), tmp_path)
     assert local.train.init_checkpoint == str(tmp_path / "weights/r50.pth")
+
+
+def test_fp16_autocast_without_gpus_is_refused_and_bf16_is_accepted(tmp_path):
+    path = write(tmp_path, "e.yaml", "train:\n  amp: fp16\n")
+    expected = r"(?s)e\.yaml: invalid experiment config:.*train\.amp: fp16 autocast runs on GPUs only.*bf16"
+    with pytest.raises(ConfigError, match=expected):
+        load_experiment(path)
+    assert load_experiment(path, ["resources.use_gpu=true"]).train.amp == "fp16"
+    assert load_experiment(write(tmp_path, "b.yaml", "train:\n  amp: bf16\n")).train.amp == "bf16"

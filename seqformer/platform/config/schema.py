@@ -141,7 +141,10 @@ class TrainConfig(Section):
         "epoch", description="Whether lr_drop counts epochs (official) or optimiser steps (short runs)."
     )
     warmup_steps: int = Field(0, ge=0, description="Linear lr warm-up steps (0 = official, none).")
-    amp: Literal["none", "bf16", "fp16"] = Field("none", description="Autocast dtype on GPU (official: none).")
+    amp: Literal["none", "bf16", "fp16"] = Field(
+        "none",
+        description="Autocast dtype (official: none): bf16 on GPU or CPU (fast on CPUs with AMX), fp16 on GPU only.",
+    )
     seed: int = Field(42, description="Base seed; each worker adds its rank.")
     init_checkpoint: str | None = Field(
         None, description="Checkpoint to initialise from (official .pth, ours, or models:/name@alias)."
@@ -243,3 +246,12 @@ class ExperimentConfig(Section):
     tune: TuneConfig = Field(default_factory=TuneConfig, description="Sweep settings.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow settings.")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Ray Train scaling.")
+
+    @model_validator(mode="after")
+    def _amp_device(self) -> ExperimentConfig:
+        if self.train.amp == "fp16" and not self.resources.use_gpu:
+            raise ValueError(
+                "train.amp: fp16 autocast runs on GPUs only and resources.use_gpu is false; "
+                "set train.amp: bf16 (CPU autocast) or none"
+            )
+        return self
