@@ -48,6 +48,7 @@ CASES = {
     "r50_train": (2, 5, 360, 640, 1, 2),
     "r50_train_ckpt": (2, 5, 360, 640, 1, 2),
     "r50_train_fast_dropout": (2, 5, 360, 640, 1, 2),
+    "r50_train_ckpt_fast_dropout": (2, 5, 360, 640, 1, 2),
     "r50_train_bf16": (2, 5, 360, 640, 1, 2),
     "r50_infer_bf16": (2, 5, 360, 640, 1, 2),
     "tiny_train": (2, 2, 64, 96, 1, 2),
@@ -65,6 +66,7 @@ TARGETS = {
     "r50_train": (10.0, 6.0),
     "r50_train_ckpt": (10.0, 6.0),
     "r50_train_fast_dropout": (10.0, 6.0),
+    "r50_train_ckpt_fast_dropout": (10.0, 6.0),
     "r50_train_bf16": (10.0, 6.0),
     "r50_infer_bf16": (4.4, None),
 }
@@ -86,6 +88,8 @@ def _config(case: str, backend: str):  # noqa: ANN202
         )  # fmt: skip
     if case == "r50_train_ckpt":  # encoder activations recomputed in the backward (same values, less memory)
         return ModelConfig(msda_backend=backend, checkpoint_encoder=True)
+    if case == "r50_train_ckpt_fast_dropout":  # both of the above
+        return ModelConfig(msda_backend=backend, checkpoint_encoder=True, fast_dropout=True)
     if case == "r50_train_fast_dropout":  # dropout masks from 16-bit lanes of generator words (not F.dropout's)
         return ModelConfig(msda_backend=backend, fast_dropout=True)
     return ModelConfig(msda_backend=backend)
