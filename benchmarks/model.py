@@ -9,9 +9,12 @@ of the machine at the start and end of the case, because the machine is shared a
 Inference runs as the official ``inference.py`` does (no padding: ``size_divisibility=1``) with the compiled
 attention kernel and, for comparison, the reference backend (``r50_infer_ref``), one after the other in the same
 run; ``r50_infer_pad32`` pads to a multiple of 32 as the official evaluation branch does. ``r50_train_ckpt`` is the
-training step with ``checkpoint_encoder=True`` (encoder activations recomputed in the backward).
+training step with ``checkpoint_encoder=True`` (encoder activations recomputed in the backward),
+``r50_train_ckpt_fast_dropout`` adds ``fast_dropout=True``. The ``*_bf16`` cases run the forward (and the loss) under
+CPU bfloat16 autocast, as ``train.amp: bf16`` does (float32 weights, gradients and AdamW); every other case is
+float32.
 
-Process settings (float32 throughout; no value the model computes depends on them), recorded in each result:
+Process settings (no value the model computes depends on them), recorded in each result:
 
 - ``keep_freed_memory`` (default; ``--glibc-default`` skips it): :func:`seqformer.model.runtime.keep_freed_memory`,
   so the 26-104 MB intermediates reuse mapped memory instead of faulting in fresh pages on every step;
