@@ -127,6 +127,7 @@ def _run_case(case: str, backend: str, iters: int, fused_adamw: bool, keep_memor
 
     from seqformer.model import build_criterion, build_model, param_groups
     from seqformer.model.runtime import keep_freed_memory
+    from seqformer.platform.train_loop import autocast_context
 
     kept = keep_freed_memory() if keep_memory else False
     threads, num_frames, h, w, num_clips, num_instances = CASES[case]
@@ -138,8 +139,8 @@ def _run_case(case: str, backend: str, iters: int, fused_adamw: bool, keep_memor
     cfg = _config(case, backend)
     clips, targets = _clips_and_targets(num_clips, num_frames, h, w, num_instances)
     model = build_model(cfg)
-    # *_bf16 cases: CPU bfloat16 autocast (float32 weights, optimizer and loss reductions; AMX where the CPU has it)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=case.endswith("_bf16"))
+    # *_bf16 cases: the training loop's own autocast for train.amp: bf16 (float32 weights and optimizer)
+    autocast = autocast_context("bf16" if case.endswith("_bf16") else "none", torch.device("cpu"))
     if case in INFER:
         model.eval()
         mask_size = ((h + divisor - 1) // divisor * divisor // 4, (w + divisor - 1) // divisor * divisor // 4)
