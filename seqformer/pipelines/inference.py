@@ -18,6 +18,11 @@ frame come from its owner.
 Association, window by window (:class:`VideoTracker`):
 
 1. *Candidates*: the ``candidates`` queries with the highest class probability (``max_k sigmoid(logit)``).
+   *Duplicates* among them are merged (``nms_iou``): going down the candidates by class probability, one whose
+   binary mask over all the window's frames has an IoU above ``nms_iou`` with a candidate already kept is not a
+   candidate of its own; the kept one takes the element-wise maximum of both class probabilities. Two queries on
+   one object would otherwise make two tracks, and the association would end one of them or hand the object back
+   and forth between them, so that no track covers the whole object.
 2. *Cost* between each live track (a track matched in the previous window) and each candidate::
 
        cost = embedding_weight * (1 - cos(track embedding, query embedding))
@@ -29,14 +34,16 @@ Association, window by window (:class:`VideoTracker`):
 3. *Hungarian* matching (``scipy.optimize.linear_sum_assignment``) on that cost; a pair continues the track when its
    cost is at most ``max_cost``. Unmatched candidates start new tracks; unmatched live tracks end (no revival).
 4. A track's class scores are the mean of its queries' ``sigmoid`` class probabilities over its windows, weighted
-   by the number of frames each window owns; its masks on owned frames are the official ones (bilinear resize of
-   the logits to the original size, ``sigmoid > 0.5``); frames outside the track's windows are empty.
+   by the number of frames each window owns, times ``(frames the track owns / video frames) ** coverage_exponent``
+   (a fragment of a track scores lower than a whole one); its masks on owned frames are the official ones
+   (bilinear resize of the logits to the original size, ``sigmoid > 0.5``); frames outside the track's windows are
+   empty.
 
 At the end, the official selection runs on the tracks instead of the queries (:meth:`VideoTracker.results`): top-k
 (track, class) pairs of the flattened scores, grouped by track in order of first appearance, tracks empty in every
-frame dropped, segmentations ``None`` when the score is below ``score_floor``. With a single window and
-``candidates >= top_k`` this reproduces ``postprocess_video`` exactly (tested), so the windowed path only adds the
-association.
+frame dropped, segmentations ``None`` when the score is below ``score_floor``. With a single window,
+``candidates >= top_k`` and ``nms_iou=None`` this reproduces ``postprocess_video`` exactly (tested), so the
+windowed path only adds the association and the duplicate merging (the coverage factor is 1 for a single window).
 """
 
 from __future__ import annotations
@@ -179,10 +186,19 @@ class AssociationConfig:
     """Weight of ``1 - IoU`` of the masks on the shared frames."""
     score_floor: float = 0.001
     """Entries scoring below this get ``None`` segmentations (official)."""
+    nms_iou: float | None = 0.5
+    """Candidates of one window whose masks overlap a higher-scoring candidate's by more than this IoU are merged
+    into it (None: no merging)."""
+    coverage_exponent: float = 0.5
+    """Track scores are multiplied by ``(owned frames / video frames) ** coverage_exponent`` (0: plain mean)."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.candidates < self.top_k:
             raise ValueError(f"need 1 <= top_k <= candidates, got top_k={self.top_k}, candidates={self.candidates}")
+        if self.nms_iou is not None and not 0.0 < self.nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in (0, 1] or None (no merging), got {self.nms_iou}")
+        if self.coverage_exponent < 0:
+            raise ValueError(f"coverage_exponent must be >= 0 (0: plain mean score), got {self.coverage_exponent}")
 
 
 @dataclass
@@ -264,6 +280,40 @@ def association_cost(
     return cost
 
 
+def merge_duplicates(
+    probs: torch.Tensor, candidates: torch.Tensor, binary: torch.Tensor, nms_iou: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge candidates whose masks duplicate a higher-scoring candidate's (see the module docstring).
+
+    Args:
+        probs: ``[Q, K]`` class probabilities of all queries of the window.
+        candidates: ``[N]`` query indices (any order).
+        binary: bool ``[N, T_w, h, w]`` masks of the candidates.
+        nms_iou: IoU over all frames jointly above which a candidate is a duplicate.
+
+    Returns:
+        ``probs`` with the kept candidates' rows raised to the maximum over their duplicates (a new tensor), and
+        the bool ``[N]`` mask of the kept candidates.
+    """
+    flat = binary.flatten(1).float()
+    inter = flat @ flat.T
+    area = flat.sum(1)
+    union = area[:, None] + area[None, :] - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))  # two empty masks: no overlap
+    probs = probs.clone()
+    keep = torch.zeros(len(candidates), dtype=torch.bool)
+    kept: list[int] = []  # in order of decreasing score
+    for j in torch.argsort(probs[candidates].max(dim=1).values, descending=True, stable=True).tolist():
+        first = next((k for k in kept if iou[j, k] > nms_iou), None)
+        if first is None:
+            kept.append(j)
+            keep[j] = True
+        else:  # the highest-scoring kept candidate it duplicates takes its class evidence
+            target = candidates[first]
+            probs[target] = torch.maximum(probs[target], probs[candidates[j]])
+    return probs, keep
+
+
 class VideoTracker:
     """Links the queries of consecutive windows into video-level tracks and selects the official top-k results.
 
@@ -299,6 +349,9 @@ class VideoTracker:
         num_cand = min(self.config.candidates, probs.shape[0])
         candidates = torch.sort(torch.topk(probs.max(dim=1).values, num_cand).indices).values  # query order
         binary = out.mask_logits[candidates] > 0  # [N, T_w, h4, w4]
+        if self.config.nms_iou is not None:
+            probs, keep = merge_duplicates(probs, candidates, binary, self.config.nms_iou)
+            candidates, binary = candidates[keep], binary[keep]
         assignment = self._match(out, candidates, binary)
         new_live = []
         for j, query in enumerate(candidates.tolist()):
@@ -357,7 +410,10 @@ class VideoTracker:
             raise ValueError(f"the windows owned {self._owned_to} frames but the video has {num_frames}")
         if not self.tracks:
             return []
-        scores = torch.stack([t.prob_sum / max(t.weight, 1) for t in self.tracks])  # [N, K]
+        exponent = self.config.coverage_exponent
+        scores = torch.stack(
+            [t.prob_sum / max(t.weight, 1) * (t.weight / num_frames) ** exponent for t in self.tracks]
+        )  # [N, K]
         num_classes = scores.shape[1]
         flat = scores.flatten()
         hits: dict[int, list[int]] = {}

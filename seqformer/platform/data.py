@@ -163,7 +163,9 @@ def predict_videos(
     top_k = exp.eval.top_k
     predictor = Predictor(
         model, device=str(device), window=exp.eval.window, overlap=exp.eval.window_overlap,
-        short_side=exp.data.eval_short_side, association=AssociationConfig(top_k=top_k, candidates=max(20, top_k)),
+        short_side=exp.data.eval_short_side,
+        association=AssociationConfig(top_k=top_k, candidates=max(20, top_k), nms_iou=exp.eval.nms_iou,
+                                      coverage_exponent=exp.eval.coverage_exponent),
     )
     for video in videos:
         frames = []

@@ -67,6 +67,10 @@ class InferOptions:
     """Results per video (official top-10)."""
     candidates: int = 20
     """Queries per window that may start or continue a track."""
+    nms_iou: float | None = 0.5
+    """Windowed mode: a window's duplicate queries (mask IoU above this) are merged; None: no merging."""
+    coverage_exponent: float = 0.5
+    """Windowed mode: track score x (frames covered / video frames) ** this."""
     overwrite: bool = False
     """Redo videos whose outputs are already complete."""
     overlay: bool = True
@@ -85,12 +89,14 @@ class InferOptions:
     """CPUs reserved by (and torch threads of) each actor."""
 
     def association(self) -> AssociationConfig:
-        return AssociationConfig(top_k=self.top_k, candidates=max(self.candidates, self.top_k))
+        return AssociationConfig(top_k=self.top_k, candidates=max(self.candidates, self.top_k),
+                                 nms_iou=self.nms_iou, coverage_exponent=self.coverage_exponent)
 
 
 def fingerprint(model_spec: str, options: InferOptions) -> dict[str, Any]:
     """What a video's outputs depend on; a complete output with another fingerprint is redone."""
-    keys = ("window", "overlap", "short_side", "top_k", "candidates", "overlay", "score_threshold", "fps")
+    keys = ("window", "overlap", "short_side", "top_k", "candidates", "nms_iou", "coverage_exponent", "overlay",
+            "score_threshold", "fps")
     return {"model": model_spec, **{k: asdict(options)[k] for k in keys}}
 
 

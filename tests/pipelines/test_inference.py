@@ -15,6 +15,7 @@ from seqformer.pipelines.inference import (
     commit_video_outputs,
     iter_windows,
     mask_iou,
+    merge_duplicates,
     outputs_complete,
     owned_end,
     plan_windows,
@@ -122,6 +123,47 @@ def test_tracker_starts_a_new_track_for_a_dissimilar_query_and_leaves_earlier_fr
     results = tracker.results(6)
     new = next(r for r in results if r["category_id"] == 2)
     assert [segmentation_mask(s, 8, 8).any() for s in new["segmentations"]] == [False] * 3 + [True] * 3
+
+
+def test_merge_duplicates_keeps_the_higher_scoring_query_with_the_maximum_class_probabilities():
+    # candidates (query indices) 4, 1, 7: query 1 is a near copy of query 4's mask (IoU 12/16 = 0.75 > 0.5),
+    # query 7 is disjoint from both, query 2 is not a candidate
+    binary = torch.zeros(3, 2, 4, 4, dtype=torch.bool)
+    binary[0, :, :2, :] = True  # 16 pixels over the two frames
+    binary[1, :, :2, :3] = True  # 12 pixels, all inside query 4's
+    binary[2, :, 3, :] = True
+    probs = torch.tensor([[0.1, 0.1], [0.3, 0.8], [0.9, 0.9], [0.0, 0.0], [0.6, 0.2], [0, 0], [0, 0], [0.5, 0.1]])
+    merged, keep = merge_duplicates(probs, torch.tensor([4, 1, 7]), binary, nms_iou=0.5)
+    assert keep.tolist() == [False, True, True]  # query 1 (max 0.8) outranks query 4 (max 0.6): 4 is the duplicate
+    assert merged[1].tolist() == pytest.approx([0.6, 0.8]) and merged[7].tolist() == pytest.approx([0.5, 0.1])
+    assert merged[4].tolist() == pytest.approx([0.6, 0.2]) and probs[1].tolist() == pytest.approx([0.3, 0.8])
+    _, keep = merge_duplicates(probs, torch.tensor([4, 1, 7]), binary, nms_iou=0.8)  # 0.75 is not above 0.8
+    assert keep.tolist() == [True, True, True]
+    empty = torch.zeros(2, 2, 4, 4, dtype=torch.bool)  # two empty masks are not duplicates of each other
+    assert merge_duplicates(probs, torch.tensor([0, 3]), empty, nms_iou=0.1)[1].tolist() == [True, True]
+
+
+def test_tracker_merges_duplicate_queries_into_one_track_and_scores_fragments_by_coverage():
+    embeddings = torch.nn.functional.normalize(torch.randn(3, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    # windows [0,4) [2,6) [4,8): object 0 in every window, seen by two queries in the middle one (a duplicate
+    # of class 1 with probability 0.7); object 2 only in the last window
+    first = _window(0, 4, [0], embeddings, [0.9])
+    middle = _window(2, 4, [0, 0], embeddings, [0.9, 0.2])
+    middle.logits[1, 1] = torch.logit(torch.tensor(0.7))
+    last = _window(4, 4, [0, 2], embeddings, [0.9, 0.8])
+    low = float(torch.sigmoid(torch.tensor(-6.0)))  # _window's probability of the other classes
+    for config, tracks in ((AssociationConfig(top_k=4, candidates=4), 2),
+                           (AssociationConfig(top_k=4, candidates=4, nms_iou=None, coverage_exponent=0.0), 3)):
+        tracker = VideoTracker((16, 16), config)
+        for window, end, is_last in ((first, 4, False), (middle, 6, False), (last, 8, True)):
+            tracker.add_window(window, owned_end(end, 2, is_last))  # owned frames: [0,3) [3,5) [5,8)
+        assert len(tracker.tracks) == tracks
+        scores = {(r["category_id"], round(r["score"], 5)) for r in tracker.results(8)}
+        if tracks == 2:  # object 0 covers all 8 frames: class 0 at 0.9; class 1 at 0.7 on the 2 middle frames
+            assert (0, round(0.9, 5)) in scores and (1, round((0.7 * 2 + low * 6) / 8, 5)) in scores
+            assert (2, round(0.8 * (3 / 8) ** 0.5, 5)) in scores  # object 2 covers frames 5..7 of 8
+        else:  # without merging the duplicate makes a track of its own, and fragments keep their plain mean
+            assert (2, round(0.8, 5)) in scores
 
 
 def test_tracker_rejects_windows_out_of_order():

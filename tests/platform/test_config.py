@@ -82,6 +82,8 @@ def test_wrong_type_names_key_and_value(tmp_path):
         ("resources:\n  num_workers: 0\n", r"resources\.num_workers': Input should be greater than or equal to 1"),
         ("data:\n  crop_min: 700\n  crop_max: 600\n", r"data\.crop_min \(700\) must be <= data\.crop_max \(600\)"),
         ("data:\n  crop_prob: 1.5\n", r"data\.crop_prob': Input should be less than or equal to 1"),
+        ("eval:\n  nms_iou: 0\n", r"eval\.nms_iou': Input should be greater than 0"),
+        ("eval:\n  coverage_exponent: -1\n", r"eval\.coverage_exponent': Input should be greater than or equal to 0"),
     ],
 )
 def test_out_of_range_values(tmp_path, text, key):

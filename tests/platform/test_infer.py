@@ -112,7 +112,8 @@ def test_tracker_on_a_single_window_reproduces_postprocess_video(tiny_model):
     clip = torch.stack([preprocess_frame(f, 32) for f in frames])
     window = predictor._window_output(clip, 0)
     for top_k, candidates in ((10, 10), (3, 6)):
-        tracker = VideoTracker((48, 64), AssociationConfig(top_k=top_k, candidates=candidates))
+        config = AssociationConfig(top_k=top_k, candidates=candidates, nms_iou=None)  # the official selection
+        tracker = VideoTracker((48, 64), config)
         tracker.add_window(window, owned_end(5, 0, True))
         with torch.inference_mode():
             out = tiny_model([clip], size_divisibility=1)

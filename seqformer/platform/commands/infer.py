@@ -23,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=10, help="results per video (official 10)")
     parser.add_argument("--candidates", type=int, default=20,
                         help="queries per window that may start or continue a track (default 20)")
+    parser.add_argument("--nms-iou", type=float, default=0.5,
+                        help="windowed mode: merge a window's queries whose masks overlap a higher-scoring one's by "
+                        "more than this IoU (default 0.5; 0 = no merging)")
+    parser.add_argument("--coverage-exponent", type=float, default=0.5,
+                        help="windowed mode: track score x (frames covered / video frames) ** this (default 0.5; "
+                        "0 = plain mean)")
     parser.add_argument("--overwrite", action="store_true", help="redo videos whose outputs are already complete")
     parser.add_argument("--no-overlay", action="store_true", help="write results only (no overlay.mp4 / PNG)")
     parser.add_argument("--score-threshold", type=float, default=0.3,
@@ -73,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = InferOptions(
         window=args.window, overlap=args.overlap, short_side=args.short_side, top_k=args.top_k,
-        candidates=args.candidates, overwrite=args.overwrite, overlay=not args.no_overlay,
+        candidates=args.candidates, nms_iou=args.nms_iou or None, coverage_exponent=args.coverage_exponent,
+        overwrite=args.overwrite, overlay=not args.no_overlay,
         score_threshold=args.score_threshold, fps=args.fps, device=args.device, use_ray=not args.local,
         num_actors=args.num_actors, cpus_per_actor=args.cpus_per_actor,
     )

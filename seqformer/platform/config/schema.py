@@ -172,6 +172,14 @@ class EvalConfig(Section):
     top_k: int = Field(10, ge=1, description="(query, class) pairs kept per video (official 10).")
     window: int = Field(0, ge=0, description="Frames per inference window; 0 = whole video (official).")
     window_overlap: int = Field(2, ge=0, description="Frames shared by consecutive windows.")
+    nms_iou: float | None = Field(
+        0.5, gt=0, le=1,
+        description="With windows: a window's queries whose masks overlap a higher-scoring one's by more than this "
+        "IoU are merged into it (null: no merging).",
+    )
+    coverage_exponent: float = Field(
+        0.5, ge=0, description="With windows: track score x (frames covered / video frames) ** this (0: plain mean)."
+    )
     max_videos: int | None = Field(None, ge=1, description="Evaluate on at most this many videos.")
     metric: str = Field("AP", description="Metric that picks the best checkpoint and the registry champion.")
 
