@@ -104,7 +104,9 @@ def _infer_val(exp: ExperimentConfig, output: Path) -> Path:
         str(experiment_model_dir(exp)),
         Path(str(exp.data.val_root)) / "JPEGImages",
         target,
-        InferOptions(short_side=exp.data.eval_short_side, top_k=exp.eval.top_k, cpus_per_actor=1),
+        InferOptions(short_side=exp.data.eval_short_side, top_k=exp.eval.top_k, window=exp.eval.window,
+                     overlap=exp.eval.window_overlap if exp.eval.window else 0, nms_iou=exp.eval.nms_iou,
+                     coverage_exponent=exp.eval.coverage_exponent, cpus_per_actor=1),
     )
     logger.info("batch inference: %d videos processed, %d skipped, %d failed, %.1f frames/s",
                 len(summary["processed"]), len(summary["skipped"]), len(summary["failed"]),
