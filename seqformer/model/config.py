@@ -121,6 +121,12 @@ class ModelConfig:
     final layer's class logits. For models trained from random initialisation, whose masks learn long before their
     queries carry shape (README's demo section)."""
 
+    train_query_groups: int = 1
+    """Not part of SeqFormer (1 officially): train this many groups of ``num_queries`` queries at once (Group
+    DETR). Each group is matched one-to-one on its own and adds its own losses; no attention crosses groups; only
+    the first group (``detr.query_embed``) exists at inference, the others are ``extra_query_embed``. More matched
+    queries per clip for models trained from random initialisation (README's demo section)."""
+
     input_edges: bool = False
     """Not part of SeqFormer (off officially): append a fixed, colour-invariant edge channel to the backbone input
     (:func:`seqformer.model.backbone.edge_channel`: Sobel gradient magnitude summed over R, G, B, scaled per frame
@@ -163,6 +169,10 @@ class ModelConfig:
             raise ValueError("model.mask_feat_stride=4 needs a ResNet backbone; use 8 with model.backbone=swin_l")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if isinstance(self.train_query_groups, bool) or not (
+            isinstance(self.train_query_groups, int) and self.train_query_groups >= 1
+        ):
+            raise ValueError(f"model.train_query_groups must be an integer >= 1, got {self.train_query_groups!r}")
         if isinstance(self.pooled_class_loss_coef, bool) or not self.pooled_class_loss_coef >= 0.0:
             raise ValueError(f"model.pooled_class_loss_coef must be >= 0, got {self.pooled_class_loss_coef!r}")
         if not 0.0 <= self.focal_alpha <= 1.0:

@@ -17,7 +17,7 @@ from torch import nn
 
 from seqformer.model.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from seqformer.model.matcher import VideoHungarianMatcher, target_boxes
-from seqformer.model.seqformer import matched_query_masks
+from seqformer.model.seqformer import matched_query_masks, query_group
 
 
 def sigmoid_focal_loss(
@@ -56,6 +56,9 @@ def build_weight_dict(cfg: Any) -> dict[str, float]:
             aux.update({f"{k}_{i}": v for k, v in weights.items()})
         aux.update({f"{k}_enc": v for k, v in weights.items()})  # never produced (no two-stage), kept as official
         weights.update(aux)
+    groups = getattr(cfg, "train_query_groups", 1)
+    if groups > 1:  # not official: every further training query group's losses, as the first group's
+        weights.update({f"{k}_g{g}": v for g in range(1, groups) for k, v in list(weights.items())})
     if cfg.pooled_class_loss_coef > 0:  # not official: see ModelConfig.pooled_class_loss_coef
         weights["loss_pooled_ce"] = cfg.pooled_class_loss_coef
     return weights
@@ -213,8 +216,18 @@ class VideoSetCriterion(nn.Module):
         Returns:
             ``loss_ce, loss_bbox, loss_giou, loss_mask, loss_dice`` (+ logged ``class_error``,
             ``cardinality_error``) and their ``_{i}`` copies for auxiliary layer i; ``loss_pooled_ce`` too when
-            the model has the (non-official) auxiliary pooled classifier.
+            the model has the (non-official) auxiliary pooled classifier. With ``G`` training query groups
+            (``outputs["query_groups"]``, not official) the first group's losses keep these names and group
+            ``g >= 1`` adds the same set with the suffix ``_g{g}``, each group matched on its own.
         """
+        groups = int(outputs.get("query_groups", 1))
+        if groups > 1:
+            num_queries = outputs["pred_logits"].shape[1] // groups
+            losses = self(query_group(outputs, 0, num_queries), targets)
+            for g in range(1, groups):
+                part = self(query_group(outputs, g, num_queries), targets)
+                losses.update({f"{k}_g{g}": v for k, v in part.items()})
+            return losses
         num_boxes = self.num_boxes(targets, outputs["pred_logits"].device)
         losses = self.layer_losses(outputs, targets, num_boxes, log=True)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):

@@ -138,10 +138,12 @@ class SeqFormerDecoderLayer(nn.Module):
         self.time_attention_weights = nn.Linear(d_model, 1)
 
     @staticmethod
-    def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _self_attention(
+        attn: nn.MultiheadAttention, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         # nn.MultiheadAttention is sequence-first here, as officially: [Q, N, C]
         q = (x + pos).transpose(0, 1)
-        return attn(q, q, x.transpose(0, 1))[0].transpose(0, 1)
+        return attn(q, q, x.transpose(0, 1), attn_mask=mask)[0].transpose(0, 1)
 
     def _ffn(self, x: torch.Tensor, linear1: nn.Linear, drop: Dropout, linear2: nn.Linear) -> torch.Tensor:
         """``linear2(dropout(relu(linear1(x))))``; the ReLU + dropout overwrite the fresh ``linear1`` output in
@@ -160,6 +162,7 @@ class SeqFormerDecoderLayer(nn.Module):
         level_start_index,
         padding_mask,
         num_frames,
+        self_attn_mask=None,
     ):  # noqa: ANN001, ANN201, E501
         """Run one layer.
 
@@ -172,23 +175,27 @@ class SeqFormerDecoderLayer(nn.Module):
             spatial_shapes, level_start_index: int64 ``[L, 2]`` and ``[L]``.
             padding_mask: bool ``[B*T, S]``.
             num_frames: T.
+            self_attn_mask: bool ``[Q, Q]`` (True: query i does not attend to query j) for both self-attentions,
+                or None (official).
 
         Returns:
             ``(tgt [B, Q, C], tgt_box [B, T, Q, C])``.
         """
         batch_size, num_queries, c = tgt.shape
-        tgt = self.norm2(tgt + self.dropout2(self._self_attention(self.self_attn, tgt, query_pos)))
+        tgt = self.norm2(tgt + self.dropout2(self._self_attention(self.self_attn, tgt, query_pos, self_attn_mask)))
         if tgt_box.dim() == 3:
             # first layer: box self-attention once, its query drives the sampling in every frame
             tgt_box = self.norm2_box(
-                tgt_box + self.dropout2_box(self._self_attention(self.self_attn_box, tgt_box, query_pos))
+                tgt_box
+                + self.dropout2_box(self._self_attention(self.self_attn_box, tgt_box, query_pos, self_attn_mask))
             )
             box_query, repeat = tgt_box + query_pos, num_frames
         else:
             flat_box = tgt_box.flatten(0, 1)  # [B*T, Q, C]: per-frame self-attention with shared weights
             flat_pos = query_pos.repeat_interleave(num_frames, dim=0)
             flat_box = self.norm2_box(
-                flat_box + self.dropout2_box(self._self_attention(self.self_attn_box, flat_box, flat_pos))
+                flat_box
+                + self.dropout2_box(self._self_attention(self.self_attn_box, flat_box, flat_pos, self_attn_mask))
             )
             tgt_box = flat_box.view(batch_size, num_frames, num_queries, c)
             box_query, repeat = flat_box + flat_pos, 1
@@ -238,6 +245,7 @@ class SeqFormerDecoder(nn.Module):
         query_pos,
         padding_mask,
         num_frames,
+        self_attn_mask=None,
     ):  # noqa: ANN001, ANN201, E501
         """Run all layers.
 
@@ -268,6 +276,7 @@ class SeqFormerDecoder(nn.Module):
                 level_start_index,
                 padding_mask,
                 num_frames,
+                self_attn_mask,
             )
             references.append(reference_points)
             hs.append(output)
@@ -376,8 +385,16 @@ class DeformableTransformer(nn.Module):
             "valid_ratios": valid_ratios,
         }
 
-    def decode(self, enc: dict, query_embed: torch.Tensor, batch_size: int, num_frames: int) -> dict:
-        """Run the decoder from ``query_embed [Q, 2C]`` (position half, content half) on the encoder output."""
+    def decode(
+        self,
+        enc: dict,
+        query_embed: torch.Tensor,
+        batch_size: int,
+        num_frames: int,
+        self_attn_mask: torch.Tensor | None = None,
+    ) -> dict:
+        """Run the decoder from ``query_embed [Q, 2C]`` (position half, content half) on the encoder output;
+        ``self_attn_mask`` bool ``[Q, Q]`` blocks query pairs in the decoder's self-attentions (None officially)."""
         query_pos, tgt = torch.split(query_embed, self.d_model, dim=1)
         query_pos = query_pos.unsqueeze(0).expand(batch_size, -1, -1)
         tgt = tgt.unsqueeze(0).expand(batch_size, -1, -1)
@@ -393,6 +410,7 @@ class DeformableTransformer(nn.Module):
             query_pos,
             enc["mask_flatten"],
             num_frames,
+            self_attn_mask,
         )
         out["init_reference"] = init_reference
         return out

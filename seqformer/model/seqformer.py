@@ -17,7 +17,9 @@ Outputs of :meth:`SeqFormer.forward` (B clips, T frames, Q queries, K classes):
   any subset of queries (the criterion computes masks for matched queries only, as the official training does);
 - ``aux_outputs``: the same dicts (without ``pred_masks``) for every earlier decoder layer;
 - ``pooled_class_map [B, T, K, H/8, W/8]`` (training mode, only with ``pooled_class_loss_coef > 0``, not official):
-  per-position class logits of the stride-8 encoder memory for the auxiliary ``loss_pooled_ce``.
+  per-position class logits of the stride-8 encoder memory for the auxiliary ``loss_pooled_ce``;
+- ``query_groups`` G (training mode, only with ``train_query_groups > 1``, not official): then every ``Q`` above is
+  ``G * Q``, group by group (:func:`query_group` takes one group apart).
 """
 
 from __future__ import annotations
@@ -128,6 +130,8 @@ class SeqFormer(nn.Module):
             self.mask_shape_head = MaskShapeHead(cfg.num_classes)
         if cfg.pooled_class_loss_coef > 0:  # not official: the auxiliary mask-pooled classifier (see ModelConfig)
             self.pooled_class_embed = nn.Linear(cfg.hidden_dim, cfg.num_classes)
+        if cfg.train_query_groups > 1:  # not official: Group DETR training queries (see ModelConfig)
+            self.extra_query_embed = nn.Embedding((cfg.train_query_groups - 1) * cfg.num_queries, cfg.hidden_dim * 2)
 
     def load_official_state_dict(
         self, checkpoint: dict[str, Any], *, strict: bool = True, drop_class_head: bool = False
@@ -268,7 +272,13 @@ class SeqFormer(nn.Module):
         num_frames = images.shape[0] // batch_size
         srcs, masks, poses, stride4 = self.extract_features(images, mask)
         enc = self.detr.transformer.encode(srcs, masks, poses, batch_size, num_frames)
-        dec = self.detr.transformer.decode(enc, self.detr.query_embed.weight, batch_size, num_frames)
+        query_embed, groups, group_mask = self.detr.query_embed.weight, 1, None
+        if self.training and hasattr(self, "extra_query_embed"):
+            query_embed = torch.cat([query_embed, self.extra_query_embed.weight], 0)
+            groups = self.cfg.train_query_groups
+            group = torch.arange(query_embed.shape[0], device=query_embed.device) // self.cfg.num_queries
+            group_mask = group[:, None] != group[None, :]  # no attention across groups
+        dec = self.detr.transformer.decode(enc, query_embed, batch_size, num_frames, group_mask)
         mask_feats = self.mask_features(enc, batch_size, num_frames, stride4)
         layers = self.predict_heads(dec)
         outputs = []
@@ -290,6 +300,8 @@ class SeqFormer(nn.Module):
             )
         out = outputs[-1]
         out["pred_queries"] = dec["hs"][-1]
+        if groups > 1:
+            out["query_groups"] = groups
         if self.training and hasattr(self, "pooled_class_embed"):
             out["pooled_class_map"] = self.pooled_class_map(enc, batch_size, num_frames)
         if not self.training or hasattr(self, "mask_shape_head"):
@@ -301,6 +313,28 @@ class SeqFormer(nn.Module):
         if self.detr.aux_loss:
             out["aux_outputs"] = outputs[:-1]
         return out
+
+
+def query_group(outputs: dict[str, Any], group: int, num_queries: int) -> dict[str, Any]:
+    """The outputs of one training query group (queries ``[group * num_queries, (group + 1) * num_queries)``), in
+    the layout of a one-group model (``aux_outputs`` too); ``pooled_class_map`` stays with group 0 only."""
+    part = slice(group * num_queries, (group + 1) * num_queries)
+    out: dict[str, Any] = {
+        "pred_logits": outputs["pred_logits"][:, part],
+        "pred_boxes": outputs["pred_boxes"][:, :, part],
+    }
+    mask_inputs = dict(outputs["mask_inputs"])
+    mask_inputs["params"] = mask_inputs["params"][:, part]
+    mask_inputs["ref_points"] = mask_inputs["ref_points"][:, :, part]
+    out["mask_inputs"] = mask_inputs
+    for key in ("pred_queries", "pred_masks"):
+        if key in outputs:
+            out[key] = outputs[key][:, part]
+    if group == 0 and "pooled_class_map" in outputs:
+        out["pooled_class_map"] = outputs["pooled_class_map"]
+    if "aux_outputs" in outputs:
+        out["aux_outputs"] = [query_group(aux, group, num_queries) for aux in outputs["aux_outputs"]]
+    return out
 
 
 def all_query_masks(mask_inputs: dict[str, Any]) -> torch.Tensor:
@@ -338,4 +372,4 @@ def matched_query_masks(mask_inputs: dict[str, Any], indices: list[tuple[torch.T
     return torch.cat(masks, 0)
 
 
-__all__ = ["SeqFormer", "DetectionCore", "all_query_masks", "matched_query_masks"]
+__all__ = ["SeqFormer", "DetectionCore", "all_query_masks", "matched_query_masks", "query_group"]

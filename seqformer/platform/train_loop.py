@@ -30,8 +30,9 @@ from seqformer.platform.tracking import redact_tree
 
 logger = logging.getLogger(__name__)
 
-_LAYER_COPY = re.compile(r"_(\d+|enc)$")
-"""Suffix of a loss's copy for an earlier decoder layer (``loss_ce_0``) or the unused encoder head."""
+_LAYER_COPY = re.compile(r"_(\d+|enc|g\d+)$")
+"""Suffix of a loss's copy for an earlier decoder layer (``loss_ce_0``), the unused encoder head or a further
+training query group (``loss_ce_g1``, ``loss_ce_0_g1``)."""
 
 
 class SmoothedValue:

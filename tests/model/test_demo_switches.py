@@ -244,3 +244,85 @@ def test_input_edges_gives_the_stem_four_channels_and_trains_it():
 def test_input_edges_refuses_pretrained_and_swin_backbones(overrides, match):
     with pytest.raises(ValueError, match=match):
         tiny_config(**overrides)
+
+
+# ---------------------------------------------------------------------------------------------------- query groups
+def _grouped_pair(groups: int = 3, **overrides):
+    """A model with ``groups`` training query groups and a one-group model with the same weights."""
+    torch.manual_seed(0)
+    cfg = tiny_config(train_query_groups=groups, dec_layers=2, dropout=0.0, **overrides)
+    grouped = build_model(cfg)
+    single = build_model(tiny_config(dec_layers=2, dropout=0.0, **overrides))
+    state = {k: v for k, v in grouped.state_dict().items() if not k.startswith("extra_query_embed")}
+    single.load_state_dict(state)
+    return cfg, grouped, single
+
+
+def test_query_groups_add_only_the_extra_queries_and_refuse_bad_values():
+    cfg, grouped, single = _grouped_pair(groups=3)
+    extra = set(grouped.state_dict()) - set(single.state_dict())
+    assert extra == {"extra_query_embed.weight"}
+    assert grouped.extra_query_embed.weight.shape == (2 * cfg.num_queries, 2 * cfg.hidden_dim)
+    assert "extra_query_embed.weight" not in build_model(tiny_config()).state_dict()
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="train_query_groups must be an integer >= 1"):
+            tiny_config(train_query_groups=bad)
+
+
+def test_inference_uses_the_first_group_only():
+    _, grouped, single = _grouped_pair()
+    clip = [torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))]
+    with torch.no_grad():
+        got, expected = grouped.eval()(clip), single.eval()(clip)
+    assert "query_groups" not in got
+    for key in ("pred_logits", "pred_boxes", "pred_masks"):
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+
+
+def test_training_groups_do_not_see_each_other():
+    """In training, every group computes what a one-group model with that group's queries computes: the
+    self-attention mask keeps groups apart (without it, group 0 would change with the other groups' queries)."""
+    cfg, grouped, single = _grouped_pair()
+    clip = [torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))]
+    grouped.train()
+    single.train()
+    from seqformer.model.seqformer import query_group
+
+    with torch.no_grad():
+        out = grouped(clip)
+        assert out["query_groups"] == 3 and out["pred_logits"].shape[1] == 3 * cfg.num_queries
+        embeds = torch.cat([grouped.detr.query_embed.weight, grouped.extra_query_embed.weight]).split(cfg.num_queries)
+        for g, embed in enumerate(embeds):
+            single.detr.query_embed.weight.copy_(embed)
+            expected = single(clip)
+            part = query_group(out, g, cfg.num_queries)
+            torch.testing.assert_close(part["pred_logits"], expected["pred_logits"], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(part["pred_boxes"], expected["pred_boxes"], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(part["aux_outputs"][0]["pred_boxes"], expected["aux_outputs"][0]["pred_boxes"],
+                                       rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(part["mask_inputs"]["params"], expected["mask_inputs"]["params"],
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_every_group_is_matched_and_weighted_like_the_first():
+    cfg, grouped, single = _grouped_pair(groups=2)
+    criterion, plain = build_criterion(cfg), build_criterion(tiny_config(dec_layers=2))
+    base = set(plain.weight_dict)
+    assert set(criterion.weight_dict) == base | {f"{k}_g1" for k in base}
+    assert all(criterion.weight_dict[f"{k}_g1"] == plain.weight_dict[k] for k in base)
+    clip = [torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))]
+    target = synthetic_target(3, 2, 64, 64, seed=2)
+    from seqformer.model.seqformer import query_group
+
+    grouped.train()
+    out = grouped(clip)
+    losses = criterion(out, [target])
+    for g, suffix in ((0, ""), (1, "_g1")):
+        alone = plain(query_group(out, g, cfg.num_queries), [target])
+        for key in ("loss_ce", "loss_bbox", "loss_giou", "loss_mask", "loss_dice", "loss_ce_0", "loss_dice_0"):
+            torch.testing.assert_close(losses[key + suffix], alone[key])
+    total = criterion.total_loss(losses)
+    expected = sum(plain.total_loss(plain(query_group(out, g, cfg.num_queries), [target])) for g in (0, 1))
+    torch.testing.assert_close(total, expected)
+    total.backward()
+    assert grouped.extra_query_embed.weight.grad.abs().sum() > 0
