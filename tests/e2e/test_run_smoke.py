@@ -120,9 +120,16 @@ def test_registered_pyfunc_model_predicts_without_pickles(smoke_run, monkeypatch
     video = sorted((out / "data" / "val" / "JPEGImages").iterdir())[0]
     frames = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(video.glob("*.jpg"))])
     (results,) = model.predict([frames])
+    from seqformer.pipelines.inference import AssociationConfig
+    from seqformer.platform.config.load import load_experiment
     from seqformer.platform.predictor import Predictor
 
-    expected = Predictor(out / "outputs" / "smoke_tiny_cpu" / "model", short_side=64).predict_video(list(frames))
+    # the pyfunc runs the inference settings of the experiment that trained the model (windows included)
+    evaluation = load_experiment(Path(__file__).parents[2] / "experiments" / "smoke" / "tiny_cpu.yaml").eval
+    assert evaluation.window > 0  # inherited from the demo: the windowed path is what is compared
+    association = AssociationConfig(nms_iou=evaluation.nms_iou, coverage_exponent=evaluation.coverage_exponent)
+    expected = Predictor(out / "outputs" / "smoke_tiny_cpu" / "model", short_side=64, window=evaluation.window,
+                         overlap=evaluation.window_overlap, association=association).predict_video(list(frames))
     assert len(results) <= 10
     assert [(r["category_id"], round(r["score"], 6), r["segmentations"]) for r in results] == [
         (r["category_id"], round(r["score"], 6), r["segmentations"]) for r in expected
