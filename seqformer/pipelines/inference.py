@@ -240,12 +240,13 @@ def _encode(binary: np.ndarray) -> list[str]:
     return [r["counts"].decode("utf-8") for r in rles]
 
 
-def mask_iou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """IoU of every pair of masks over all frames jointly; 0.5 where both are empty.
+def mask_iou(first: torch.Tensor, second: torch.Tensor, both_empty: float = 0.5) -> torch.Tensor:
+    """IoU of every pair of masks over all frames jointly; ``both_empty`` where both are empty.
 
     Args:
         first: bool ``[A, T, h, w]``.
         second: bool ``[B, T, h, w]``.
+        both_empty: the value for two empty masks (0.5, no evidence either way, for the association cost).
 
     Returns:
         float ``[A, B]``.
@@ -254,7 +255,7 @@ def mask_iou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     b = second.flatten(1).float()
     inter = a @ b.T
     union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(union, 0.5))
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(union, both_empty))
 
 
 def association_cost(
@@ -295,11 +296,7 @@ def merge_duplicates(
         ``probs`` with the kept candidates' rows raised to the maximum over their duplicates (a new tensor), and
         the bool ``[N]`` mask of the kept candidates.
     """
-    flat = binary.flatten(1).float()
-    inter = flat @ flat.T
-    area = flat.sum(1)
-    union = area[:, None] + area[None, :] - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))  # two empty masks: no overlap
+    iou = mask_iou(binary, binary, both_empty=0.0)  # two empty masks are not duplicates
     probs = probs.clone()
     keep = torch.zeros(len(candidates), dtype=torch.bool)
     kept: list[int] = []  # in order of decreasing score

@@ -156,17 +156,10 @@ def predict_videos(
     import numpy as np
     from PIL import Image
 
-    from seqformer.pipelines.inference import AssociationConfig
     from seqformer.pipelines.ytvis import unsafe_relative_path
-    from seqformer.platform.predictor import Predictor
+    from seqformer.platform.predictor import eval_predictor
 
-    top_k = exp.eval.top_k
-    predictor = Predictor(
-        model, device=str(device), window=exp.eval.window, overlap=exp.eval.window_overlap,
-        short_side=exp.data.eval_short_side,
-        association=AssociationConfig(top_k=top_k, candidates=max(20, top_k), nms_iou=exp.eval.nms_iou,
-                                      coverage_exponent=exp.eval.coverage_exponent),
-    )
+    predictor = eval_predictor(model, exp.eval.model_dump(), exp.data.eval_short_side, device=str(device))
     for video in videos:
         frames = []
         for name in video["file_names"]:

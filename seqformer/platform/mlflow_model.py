@@ -17,10 +17,9 @@ class SeqFormerPyFunc(PythonModel):
     """Pyfunc wrapper around :class:`seqformer.platform.predictor.Predictor`."""
 
     def load_context(self, context: Any) -> None:
-        from seqformer.pipelines.inference import AssociationConfig
         from seqformer.platform.checkpoint import load_checkpoint
         from seqformer.platform.model_source import model_from_payload
-        from seqformer.platform.predictor import Predictor
+        from seqformer.platform.predictor import eval_predictor
 
         path = context.artifacts["checkpoint"]
         payload = load_checkpoint(path)
@@ -28,16 +27,7 @@ class SeqFormerPyFunc(PythonModel):
         # inference settings of the experiment that trained the model (official defaults otherwise)
         experiment = payload.get("experiment") or {}
         short_side = int(experiment.get("data", {}).get("eval_short_side", 360))
-        evaluation = experiment.get("eval", {})
-        window = int(evaluation.get("window", 0))
-        overlap = int(evaluation.get("window_overlap", 4))
-        top_k = int(evaluation.get("top_k", 10))
-        association = AssociationConfig(
-            top_k=top_k, candidates=max(20, top_k), nms_iou=evaluation.get("nms_iou", 0.5),
-            coverage_exponent=float(evaluation.get("coverage_exponent", 0.5)),
-        )
-        self.predictor = Predictor(model, short_side=short_side, window=window, overlap=overlap,
-                                   association=association)
+        self.predictor = eval_predictor(model, experiment.get("eval", {}), short_side)
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - MLflow reads type hints
         videos = model_input if isinstance(model_input, list) else [model_input]

@@ -179,3 +179,17 @@ class Predictor:
             queries=out["pred_queries"][0].float().cpu(),
             mask_logits=masks.float().cpu(),
         )
+
+
+def eval_predictor(
+    model: nn.Module | str | Path, evaluation: dict[str, Any], short_side: int, device: str = "cpu"
+) -> Predictor:
+    """The Predictor of an experiment's ``eval`` section (a dict, as kept in checkpoints; missing keys take the
+    official whole-video defaults): windows, overlap, top-k and the window association settings."""
+    top_k = int(evaluation.get("top_k", 10))
+    association = AssociationConfig(
+        top_k=top_k, candidates=max(20, top_k), nms_iou=evaluation.get("nms_iou", 0.5),
+        coverage_exponent=float(evaluation.get("coverage_exponent", 0.5)),
+    )
+    return Predictor(model, device=device, window=int(evaluation.get("window", 0)),
+                     overlap=int(evaluation.get("window_overlap", 4)), short_side=short_side, association=association)

@@ -49,3 +49,11 @@ def test_config_show_bad_config_exits_nonzero_with_message(tmp_path, capsys):
 def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "seqformer", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "convert-checkpoint" in proc.stdout
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--nms-iou", "2"), ("--nms-iou", "-0.1"), ("--coverage-exponent", "-1")])
+def test_infer_refuses_bad_association_flags_before_touching_any_video(tmp_path, capsys, flag, value):
+    out = tmp_path / "out"
+    assert main(["infer", "--model", str(tmp_path / "model.pt"), "--input", str(tmp_path), "--output", str(out),
+                 "--local", flag, value]) == 2
+    assert f"seqformer infer: error: {flag} must be" in capsys.readouterr().err and not out.exists()

@@ -77,6 +77,10 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     from seqformer.platform.infer import InferOptions, infer_folder
 
+    if not 0.0 <= args.nms_iou <= 1.0:
+        raise ValueError(f"--nms-iou must be in [0, 1] (0: no merging), got {args.nms_iou}")
+    if args.coverage_exponent < 0:
+        raise ValueError(f"--coverage-exponent must be >= 0 (0: plain mean score), got {args.coverage_exponent}")
     options = InferOptions(
         window=args.window, overlap=args.overlap, short_side=args.short_side, top_k=args.top_k,
         candidates=args.candidates, nms_iou=args.nms_iou or None, coverage_exponent=args.coverage_exponent,
