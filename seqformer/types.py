@@ -53,7 +53,8 @@ class Predictions(TypedDict, total=False):
     Keys:
         pred_logits: ``[B, Q, K]`` class logits (sigmoid / focal style, no "no-object" logit).
         pred_boxes: ``[B, T, Q, 4]`` normalised cxcywh per frame.
-        pred_masks: ``[B, Q, T, H/4, W/4]`` mask logits at stride 4 of the padded input (eval: all queries).
+        pred_masks: ``[B, Q, T, H/s, W/s]`` mask logits at stride ``s = model.mask_out_stride`` (4 officially) of
+            the padded input (eval: all queries).
         aux_outputs: list of the same dicts, one per earlier decoder layer.
     """
 

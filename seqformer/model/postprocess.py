@@ -19,6 +19,13 @@ def _encode_rle(mask: np.ndarray) -> dict[str, Any]:
 
 
 @torch.no_grad()
+def output_mask_stride(outputs: dict[str, Any]) -> int:
+    """Stride of ``outputs["pred_masks"]`` against the model input: what the model recorded in
+    ``outputs["mask_inputs"]["out_stride"]`` (``model.mask_out_stride``), or 4 for official outputs without it."""
+    recorded = outputs.get("mask_inputs", {}).get("out_stride")
+    return 4 if recorded is None else int(recorded)
+
+
 def postprocess_video(
     outputs: dict[str, Any],
     index: int = 0,
@@ -28,15 +35,17 @@ def postprocess_video(
     top_k: int = 10,
     video_id: int | None = None,
     score_floor: float = 0.001,
+    mask_stride: int | None = None,
 ) -> list[dict[str, Any]]:
     """Turn one clip's predictions into YouTube-VIS result entries.
 
     Top-``top_k`` (query, class) pairs over ``sigmoid(logits)`` flattened ``[Q*K]``; grouped by query in order of
-    first appearance; each query's ``[T, h4, w4]`` mask logits are cropped to the unpadded region
-    ``[:ceil(H/4), :ceil(W/4)]`` (a no-op for unpadded input, as in the official inference), resized bilinearly
-    (``align_corners=False``) straight to the original frame size and thresholded at ``sigmoid > 0.5``; queries whose
-    mask is empty in every frame are skipped. Per selected class one entry; segmentations are per-frame RLEs
-    (pycocotools, Fortran order, counts as str), or None for every frame when the score is below ``score_floor``.
+    first appearance; each query's ``[T, h, w]`` mask logits are cropped to the unpadded region
+    ``[:ceil(H/s), :ceil(W/s)]`` (``s`` the mask stride, 4 officially; a no-op for unpadded input, as in the official
+    inference), resized bilinearly (``align_corners=False``) straight to the original frame size and thresholded at
+    ``sigmoid > 0.5``; queries whose mask is empty in every frame are skipped. Per selected class one entry;
+    segmentations are per-frame RLEs (pycocotools, Fortran order, counts as str), or None for every frame when the
+    score is below ``score_floor``.
 
     Args:
         outputs: model outputs with ``pred_logits [B, Q, K]`` and ``pred_masks [B, Q, T, h4, w4]``.
@@ -45,6 +54,9 @@ def postprocess_video(
         orig_size: (h, w) of the original video frames.
         top_k: number of (query, class) pairs kept (10 officially).
         video_id: written into every entry when given.
+        mask_stride: the stride ``s`` of ``pred_masks`` against the input (``model.mask_out_stride``). None: the
+            stride the model recorded in ``outputs["mask_inputs"]["out_stride"]``, or 4 (official outputs carry no
+            ``mask_inputs``; their masks are at stride 4).
 
     Returns:
         list of ``{"video_id"?, "score", "category_id", "segmentations"}`` in the official order.
@@ -58,7 +70,8 @@ def postprocess_video(
     hits: dict[int, list[int]] = {}
     for idx in top_idx.tolist():
         hits.setdefault(idx // num_classes, []).append(idx % num_classes)
-    crop_h, crop_w = math.ceil(input_size[0] / 4), math.ceil(input_size[1] / 4)
+    stride = output_mask_stride(outputs) if mask_stride is None else int(mask_stride)
+    crop_h, crop_w = math.ceil(input_size[0] / stride), math.ceil(input_size[1] / stride)
     out_h, out_w = int(orig_size[0]), int(orig_size[1])
     results = []
     for query, classes in hits.items():

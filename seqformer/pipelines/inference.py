@@ -548,6 +548,6 @@ def summary(
     }
 
 
-def ceil_div4(size: int) -> int:
-    """Stride-4 size of an unpadded input side (how far the mask logits are cropped)."""
-    return math.ceil(size / 4)
+def masked_size(size: int, stride: int) -> int:
+    """Size at the mask stride of an unpadded input side (how far the mask logits are cropped)."""
+    return math.ceil(size / stride)

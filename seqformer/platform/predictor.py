@@ -26,12 +26,13 @@ import torch
 from torch import nn
 
 from seqformer.model import postprocess_video
+from seqformer.model.postprocess import output_mask_stride
 from seqformer.pipelines.inference import (
     AssociationConfig,
     VideoTracker,
     WindowOutput,
-    ceil_div4,
     iter_windows,
+    masked_size,
     owned_end,
     plan_windows,
     preprocess_frame,
@@ -172,7 +173,8 @@ class Predictor:
     def _window_output(self, clip: torch.Tensor, start: int) -> WindowOutput:
         out = self._forward(clip)
         height, width = clip.shape[-2:]
-        masks = out["pred_masks"][0][:, :, : ceil_div4(height), : ceil_div4(width)]
+        stride = output_mask_stride(out)
+        masks = out["pred_masks"][0][:, :, : masked_size(height, stride), : masked_size(width, stride)]
         return WindowOutput(
             start=start,
             logits=out["pred_logits"][0].float().cpu(),

@@ -53,3 +53,21 @@ def test_low_scores_get_none_segmentations_and_padding_is_cropped():
     assert np.array_equal(
         mask_util.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool), expected[0, 0].numpy()
     )
+
+
+def test_mask_stride_sets_the_crop_and_defaults_to_what_the_model_recorded():
+    """Masks at stride 2 (``model.mask_out_stride=2``): a 16x16 input has an 8x8 mask map, all of it inside the
+    input. Cropping it at stride 4 (to 4x4) would drop the object drawn in its bottom-right corner."""
+    logits = torch.full((1, 1, 2), -8.0)
+    logits[0, 0, 1] = 3.0
+    masks = torch.full((1, 1, 1, 8, 8), -5.0)
+    masks[0, 0, 0, 5:, 5:] = 5.0
+    out = {"pred_logits": logits, "pred_masks": masks, "mask_inputs": {"out_stride": 2}}
+    expected = F.interpolate(masks[0, 0][:, None], (16, 16), mode="bilinear", align_corners=False).sigmoid() > 0.5
+    for kwargs in ({}, {"mask_stride": 2}):  # recorded by the model, or given
+        (entry,) = postprocess_video(out, 0, input_size=(16, 16), orig_size=(16, 16), top_k=1, **kwargs)
+        rle = entry["segmentations"][0]
+        decoded = mask_util.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+        assert decoded[12:, 12:].all() and np.array_equal(decoded, expected[0, 0].numpy())
+    # the stride-4 crop keeps only the object-free top-left 4x4 cells: the query is skipped as empty
+    assert postprocess_video(out, 0, input_size=(16, 16), orig_size=(16, 16), top_k=1, mask_stride=4) == []

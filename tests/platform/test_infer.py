@@ -121,6 +121,25 @@ def test_tracker_on_a_single_window_reproduces_postprocess_video(tiny_model):
         assert tracker.results(5) == expected
 
 
+def test_predictor_crops_masks_at_the_models_mask_stride():
+    """A model with ``mask_out_stride=2`` gives masks at stride 2; both the whole-video and the windowed paths keep
+    the whole unpadded map (stride-4 arithmetic would cut it to its top-left quarter)."""
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(TINY, mask_out_stride=2)).eval()
+    frames = moving_square_frames(5)
+    clip = torch.stack([preprocess_frame(f, 32) for f in frames])  # [5, 3, 32, 42]
+    predictor = Predictor(model, short_side=32)
+    window = predictor._window_output(clip, 0)
+    assert window.mask_logits.shape[-2:] == (16, 21)
+    with torch.inference_mode():
+        out = model([clip], size_divisibility=1)
+    expected = postprocess_video(out, 0, input_size=(32, 42), orig_size=(48, 64), mask_stride=2)
+    assert expected and predictor.predict_video(frames) == expected
+    tracker = VideoTracker((48, 64), AssociationConfig(top_k=10, candidates=10, nms_iou=None))
+    tracker.add_window(window, owned_end(5, 0, True))
+    assert tracker.results(5) == expected
+
+
 def test_windowed_inference_keeps_identities_across_two_concatenated_copies(tiny_model):
     """Video = A + A (4 frames each), windows of 4 with overlap 2: windows [0,4) and [4,8) see identical frames,
     so an instance keeps its identity exactly when its frame-t and frame-(t+4) masks agree on the frames those
