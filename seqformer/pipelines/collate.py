@@ -55,18 +55,20 @@ def make_sample(
     epoch: int = 0,
     anchor: int = -1,
     max_attempts: int = MAX_AUGMENTATION_ATTEMPTS,
+    scale: int | None = None,
 ) -> tuple[torch.Tensor, ClipTarget] | None:
     """One training sample from a record, resampling the clip when augmentation removes every instance.
 
     Args:
         anchor: the item's frame (``per_frame`` epochs) or ``-1`` for a random one.
+        scale: the multi-scale resize's shorter side (None: drawn per clip from ``train_scales``, as officially).
 
     Returns:
         ``(frames [T, 3, H, W] float32, target)`` or ``None`` after ``max_attempts`` empty clips.
     """
     for attempt in range(max_attempts):
         rng = item_rng(seed, epoch, record, anchor, attempt)
-        clip = augmentation(sample_clip(record, num_frames, rng, None if anchor < 0 else anchor), rng)
+        clip = augmentation(sample_clip(record, num_frames, rng, None if anchor < 0 else anchor), rng, scale)
         if clip is not None:
             return to_tensors(clip)
     logger.debug(
@@ -103,6 +105,7 @@ def iter_clip_batches(
     items_per_video: Literal["one", "per_frame"] = "one",
     shuffle_buffer: int = 0,
     drop_last: bool = True,
+    batch_scale_seed: int | None = None,
 ) -> Iterator[ClipBatch]:
     """Training batches from a stream of clip records (one epoch).
 
@@ -119,6 +122,10 @@ def iter_clip_batches(
             Memory grows with it (the buffered records' encoded frames); a buffer as large as the worker's
             shard shuffles the whole epoch.
         drop_last: drop a final incomplete batch.
+        batch_scale_seed: None (official): every clip draws its multi-scale size. Otherwise batch ``k`` of the epoch
+            resizes all its clips to one size drawn from ``train_scales`` by a generator of ``(batch_scale_seed,
+            epoch, k)``; give every worker the same value (the base seed, not base + rank) and batch ``k`` has one
+            size on all of them.
     """
     if items_per_video not in ("one", "per_frame"):
         raise ValueError(f"items_per_video must be 'one' or 'per_frame', got {items_per_video!r}")
@@ -151,11 +158,20 @@ def iter_clip_batches(
         while pending:
             yield _take(pending, open_records, order_rng)
 
+    def batch_scale(index: int) -> int | None:
+        if batch_scale_seed is None:
+            return None
+        scales = aug.config.train_scales
+        return int(scales[int(np.random.default_rng([batch_scale_seed, epoch, index, 13]).integers(len(scales)))])
+
     batch: list[tuple[torch.Tensor, ClipTarget]] = []
-    drawn = skipped = 0
+    drawn = skipped = batches = 0
+    scale = batch_scale(0)
     for record, anchor in items():
         drawn += 1
-        sample = make_sample(record, num_frames=num_frames, augmentation=aug, seed=seed, epoch=epoch, anchor=anchor)
+        sample = make_sample(
+            record, num_frames=num_frames, augmentation=aug, seed=seed, epoch=epoch, anchor=anchor, scale=scale
+        )
         if sample is None:
             skipped += 1
             continue
@@ -163,6 +179,8 @@ def iter_clip_batches(
         if len(batch) == batch_size:
             yield collate(batch)
             batch = []
+            batches += 1
+            scale = batch_scale(batches)
     if batch and not drop_last:
         yield collate(batch)
     if skipped:

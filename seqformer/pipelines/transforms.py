@@ -290,8 +290,12 @@ class ClipAugmentation:
     def __init__(self, config: AugmentationConfig = AugmentationConfig()) -> None:
         self.config = config
 
-    def __call__(self, clip: RawClip, rng: np.random.Generator) -> RawClip | None:
-        """Augment in place; returns the clip, or ``None`` when no instance survives (the caller resamples)."""
+    def __call__(self, clip: RawClip, rng: np.random.Generator, scale: int | None = None) -> RawClip | None:
+        """Augment in place; returns the clip, or ``None`` when no instance survives (the caller resamples).
+
+        ``scale``: the multi-scale resize's shorter side, chosen by the caller (a size shared by a batch) instead of
+        drawn from ``train_scales``; the draw is made all the same, so the other draws stay in step.
+        """
         cfg = self.config
         if cfg.hflip and rng.random() < 0.5:
             _hflip(clip)
@@ -304,7 +308,8 @@ class ClipAugmentation:
             crop_h = int(rng.integers(min(cfg.crop_min, height), min(height, cfg.crop_max) + 1))
             top, left = int(rng.integers(0, height - crop_h + 1)), int(rng.integers(0, width - crop_w + 1))
             _crop(clip, top, left, crop_h, crop_w)
-        _resize(clip, int(rng.choice(cfg.train_scales)), cfg.max_train_size)
+        drawn = int(rng.choice(cfg.train_scales))
+        _resize(clip, drawn if scale is None else int(scale), cfg.max_train_size)
         _drop_degenerate(clip)
         return clip if len(clip.labels) else None
 

@@ -128,6 +128,8 @@ class TrainBatches:
             epoch=epoch,
             items_per_video=self.exp.data.items_per_video,
             shuffle_buffer=self.exp.data.shuffle_buffer,
+            # the base seed, the same on every worker, so that batch k has one size everywhere
+            batch_scale_seed=self.exp.train.seed if self.exp.data.shared_batch_scale else None,
         ):
             count += 1
             yield dict(batch)

@@ -269,3 +269,39 @@ def test_shuffle_buffer_counts_records_and_a_full_buffer_permutes_the_epoch(monk
     open_counts = [sum(first[v] <= i <= last[v] for v in first) for i in range(len(two))]
     assert max(open_counts) == 3
     assert len({v for v, _ in two[:6]}) >= 2
+
+
+def test_shared_batch_scale_gives_one_size_per_batch_on_every_worker() -> None:
+    """``batch_scale_seed``: batch k resizes all its clips to one size from ``train_scales``, the same on two workers
+    (different seeds, same batch_scale_seed); without it (official) clips draw their sizes one by one. No random
+    crop here: a crop's aspect ratio can make the longer-side cap, not the scale, set the size."""
+    records = [{**_record(), "video_id": v} for v in range(8)]
+    config = dataclasses.replace(SMALL, crop_prob=0.0)
+
+    def shorter_sides(seed: int, batch_scale_seed: int | None) -> list[list[int]]:
+        batches = iter_clip_batches(records, num_frames=2, batch_size=3, augmentation=config, seed=seed,
+                                    items_per_video="per_frame", shuffle_buffer=8, batch_scale_seed=batch_scale_seed)
+        return [[min(clip.shape[-2:]) for clip in batch["clips"]] for batch in batches]
+
+    worker0, worker1 = shorter_sides(0, 5), shorter_sides(1, 5)
+    assert len(worker0) == len(worker1) == 16
+    for first, second in zip(worker0, worker1):
+        assert len(set(first + second)) == 1 and first[0] in SMALL.train_scales
+    assert len({b[0] for b in worker0}) > 1  # the size changes from batch to batch
+    assert shorter_sides(0, 6) != worker0  # and follows batch_scale_seed
+    official = shorter_sides(0, None)
+    assert any(len(set(sides)) > 1 for sides in official)
+
+
+def test_given_scale_replaces_only_the_drawn_size() -> None:
+    """A caller's scale equal to the size the clip would draw changes nothing (every other draw stays in step).
+    No crop, so the drawn scale is the clip's height (48x64 frames, longer side below the cap)."""
+    aug = ClipAugmentation(dataclasses.replace(SMALL, photometric=True, crop_prob=0.0))
+    for seed in range(6):
+        drawn = aug(sample_clip(_record(), 3, np.random.default_rng(seed)), np.random.default_rng(seed + 100))
+        given = aug(sample_clip(_record(), 3, np.random.default_rng(seed)), np.random.default_rng(seed + 100),
+                    scale=drawn.frames[0].size[1])
+        other = aug(sample_clip(_record(), 3, np.random.default_rng(seed)), np.random.default_rng(seed + 100),
+                    scale=56)
+        assert [np.asarray(f).tobytes() for f in given.frames] == [np.asarray(f).tobytes() for f in drawn.frames]
+        assert np.array_equal(given.boxes, drawn.boxes) and other.frames[0].size[1] == 56

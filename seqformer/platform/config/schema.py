@@ -86,6 +86,13 @@ class DataConfig(Section):
         "can cut objects, which keep their category).",
     )
     photometric: bool = Field(True, description="Per-frame photometric distortion (official recipe).")
+    shared_batch_scale: bool = Field(
+        False,
+        description="Not official (off officially: every clip draws its own size): every clip of a step's batch, on "
+        "every worker, takes the same multi-scale size, drawn per step from train_scales (the same distribution of "
+        "sizes per clip). Clips then need no padding to a batch partner's size, and no worker waits at the "
+        "gradient all-reduce for one that drew a larger size.",
+    )
     eval_short_side: int = Field(360, ge=16, description="Inference resize of the shorter side (official 360).")
     items_per_video: Literal["one", "per_frame"] = Field(
         "per_frame", description="Training items per video per epoch: one per annotated frame (official) or one."
