@@ -30,8 +30,8 @@ DEMO = REPO / "experiments" / "demo" / "tiny_cpu.yaml"
 
 
 def _case_overrides(case: str, steps: int) -> list[str]:
-    common = ["train.time_budget_s=null", "eval.enabled=false", "tracking.enabled=false", "train.log_every_s=10",
-              f"train.checkpoint_every_steps={10**6}", "data.synthetic.val_videos=1"]
+    common = ["train.time_budget_s=null", "train.lr_drop_unit=step", "eval.enabled=false", "tracking.enabled=false",
+              "train.log_every_s=10", f"train.checkpoint_every_steps={10**6}", "data.synthetic.val_videos=1"]
     if case == "tiny_1w":
         return [*common, f"train.max_steps={steps}", "resources.num_workers=1"]
     if case == "tiny_2w":

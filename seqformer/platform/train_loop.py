@@ -61,21 +61,39 @@ def build_optimizer(model: torch.nn.Module, exp: ExperimentConfig) -> torch.opti
     return torch.optim.AdamW(groups, lr=exp.train.lr, weight_decay=exp.train.weight_decay, fused=fused or None)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, exp: ExperimentConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    """MultiStepLR at ``train.lr_drop`` (epochs officially, or steps), with an optional linear warm-up."""
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, exp: ExperimentConfig, drop_steps: list[int] | None = None
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """MultiStepLR at ``train.lr_drop`` (epochs officially, or steps), with an optional linear warm-up.
+
+    ``lr_drop_unit: budget``: the milestones are shares of the time budget, and ``drop_steps`` (a list the training
+    loop appends the step of each drop to, :attr:`TrainState.lr_drop_steps`) holds the steps at which they came.
+    """
     milestones = list(exp.train.lr_drop)
     gamma = exp.train.lr_gamma
     warmup = exp.train.warmup_steps
-    unit_is_step = exp.train.lr_drop_unit == "step"
+    unit = exp.train.lr_drop_unit
+    unit_is_step = unit in ("step", "budget")
+    if unit == "budget" and drop_steps is None:
+        raise ValueError("build_scheduler: train.lr_drop_unit 'budget' needs the drop_steps list the loop fills")
 
     def factor(count: int) -> float:
-        # count = epochs done (epoch unit) or steps done (step unit); warm-up always counts steps via set below.
-        drops = sum(1 for m in milestones if count >= m)
+        # count = epochs done (epoch unit) or steps done (step and budget units); warm-up counts steps (below).
+        passed = drop_steps if unit == "budget" else milestones
+        drops = sum(1 for m in passed if count >= m)
         return gamma**drops
 
     if unit_is_step and warmup:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * factor(step))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def budget_milestone_due(train: Any, drops_done: int, elapsed: float) -> bool:
+    """``lr_drop_unit: budget``: whether milestone number ``drops_done`` (``train.lr_drop`` in percent of
+    ``train.time_budget_s``) has come after ``elapsed`` training seconds; False once every milestone has."""
+    if train.lr_drop_unit != "budget" or drops_done >= len(train.lr_drop):
+        return False
+    return elapsed >= train.lr_drop[drops_done] / 100.0 * float(train.time_budget_s)
 
 
 def seed_everything(seed: int) -> None:
@@ -108,6 +126,8 @@ class TrainState:
         self.best_metric: float | None = None
         self.last_val: dict[str, float] = {}
         self.train_seconds = 0.0
+        self.lr_drop_steps: list[int] = []
+        """Steps at which the budget milestones (``lr_drop_unit: budget``) came; the scheduler reads this list."""
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -131,6 +151,7 @@ def checkpoint_payload(
         "step": state.step,
         "epoch": state.epoch,
         "train_seconds": state.train_seconds,
+        "lr_drop_steps": list(state.lr_drop_steps),
         "best_metric": state.best_metric if state.best_metric is not None else float("nan"),
         "last_val": dict(state.last_val),
         "rng": rng_state(),
@@ -146,6 +167,7 @@ def restore(
     state.step = int(payload["step"])
     state.epoch = int(payload["epoch"])
     state.train_seconds = float(payload.get("train_seconds", 0.0))
+    state.lr_drop_steps[:] = [int(s) for s in payload.get("lr_drop_steps", [])]  # in place: the scheduler reads it
     best = payload.get("best_metric")
     state.best_metric = None if best is None or (isinstance(best, float) and math.isnan(best)) else float(best)
     state.last_val = dict(payload.get("last_val", {}))
@@ -247,8 +269,8 @@ class _Trainer:
         model = build_model(exp.model).to(self.device)
         self.criterion = build_criterion(exp.model)
         self.optimizer = build_optimizer(model, exp)
-        self.scheduler = build_scheduler(self.optimizer, exp)
         self.state = TrainState()
+        self.scheduler = build_scheduler(self.optimizer, exp, self.state.lr_drop_steps)
         payload = _resume_payload(exp)
         if payload is not None:
             restore(payload, model, self.optimizer, self.scheduler, self.state)
@@ -312,14 +334,28 @@ class _Trainer:
             raise FloatingPointError(f"loss is {values['loss']} at step {self.state.step}: {values}")
         return values
 
-    def optimizer_step(self) -> float:
+    def budget_drop_due(self, elapsed: float) -> bool:
+        """Whether the next ``lr_drop_unit: budget`` milestone has come after ``elapsed`` training seconds on any
+        rank (one all-reduce while milestones remain, so every rank drops at the same step)."""
+        train, done = self.exp.train, len(self.state.lr_drop_steps)
+        if train.lr_drop_unit != "budget" or done >= len(train.lr_drop):  # the same on every rank
+            return False
+        return _any_rank(budget_milestone_due(train, done, elapsed), self.world)
+
+    def optimizer_step(self, elapsed: float = 0.0) -> float:
+        """Clip, step the optimiser and the step-unit scheduler; ``elapsed``: training seconds so far (budget
+        milestones)."""
         grad_norm = 0.0
         if self.exp.train.clip_max_norm > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.exp.train.clip_max_norm))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
-        if self.exp.train.lr_drop_unit == "step":
+        if self.budget_drop_due(elapsed):
+            self.state.lr_drop_steps.append(self.state.step)
+            logger.info("learning rate x %g at step %d (%.0f s into the training budget)",
+                        self.exp.train.lr_gamma, self.state.step, elapsed)
+        if self.exp.train.lr_drop_unit in ("step", "budget"):
             self.scheduler.step()
         return grad_norm
 
@@ -480,7 +516,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             values = trainer.forward_backward(batch, sync)
             if not sync:
                 continue
-            trainer.optimizer_step()
+            trainer.optimizer_step(state.train_seconds + time.monotonic() - started)
             for key, value in values.items():
                 trainer.meters[key].update(value)
             now = time.monotonic()

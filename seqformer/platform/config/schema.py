@@ -142,10 +142,17 @@ class TrainConfig(Section):
     )
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay for every group.")
     clip_max_norm: float = Field(0.1, ge=0, description="Global gradient-norm clip (0 disables).")
-    lr_drop: list[int] = Field(default_factory=lambda: [4, 10], description="Epochs at which lr is multiplied.")
+    lr_drop: list[int] = Field(
+        default_factory=lambda: [4, 10],
+        description="Milestones at which lr is multiplied by lr_gamma, in the unit of lr_drop_unit.",
+    )
     lr_gamma: float = Field(0.1, gt=0, le=1, description="Multiplier applied at every lr_drop milestone.")
-    lr_drop_unit: Literal["epoch", "step"] = Field(
-        "epoch", description="Whether lr_drop counts epochs (official) or optimiser steps (short runs)."
+    lr_drop_unit: Literal["epoch", "step", "budget"] = Field(
+        "epoch",
+        description="What lr_drop counts: epochs (official), optimiser steps (short runs), or percent of "
+        "train.time_budget_s ('budget': the drop comes at the first step after that share of the budget has passed, "
+        "the same step on every worker, so a time-budgeted run drops at the same point of its budget on a fast or a "
+        "slow machine).",
     )
     warmup_steps: int = Field(0, ge=0, description="Linear lr warm-up steps (0 = official, none).")
     amp: Literal["none", "bf16", "fp16"] = Field(
@@ -169,6 +176,21 @@ class TrainConfig(Section):
         if any(v < 0 for v in value) or value != sorted(value):
             raise ValueError(f"must be ascending non-negative milestones, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _budget_milestones(self) -> TrainConfig:
+        if self.lr_drop_unit == "budget":
+            if self.time_budget_s is None:
+                raise ValueError(
+                    "train.lr_drop_unit is 'budget' (lr_drop in percent of train.time_budget_s) but "
+                    "train.time_budget_s is not set; set it or use lr_drop_unit 'step' or 'epoch'"
+                )
+            if any(not 0 < v < 100 for v in self.lr_drop):
+                raise ValueError(
+                    f"train.lr_drop holds percentages of train.time_budget_s when lr_drop_unit is 'budget': each "
+                    f"must be in 1..99, got {self.lr_drop}"
+                )
+        return self
 
 
 class EvalConfig(Section):
