@@ -18,7 +18,6 @@ def _encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return rle
 
 
-@torch.no_grad()
 def output_mask_stride(outputs: dict[str, Any]) -> int:
     """Stride of ``outputs["pred_masks"]`` against the model input: what the model recorded in
     ``outputs["mask_inputs"]["out_stride"]`` (``model.mask_out_stride``), or 4 for official outputs without it."""
@@ -26,6 +25,7 @@ def output_mask_stride(outputs: dict[str, Any]) -> int:
     return 4 if recorded is None else int(recorded)
 
 
+@torch.no_grad()
 def postprocess_video(
     outputs: dict[str, Any],
     index: int = 0,
