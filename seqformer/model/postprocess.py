@@ -25,6 +25,16 @@ def output_mask_stride(outputs: dict[str, Any]) -> int:
     return 4 if recorded is None else int(recorded)
 
 
+def input_region_masks(
+    outputs: dict[str, Any], index: int, input_size: tuple[int, int], mask_stride: int | None = None
+) -> torch.Tensor:
+    """``outputs["pred_masks"][index]`` (``[Q, T, h, w]`` logits) cropped to the unpadded input region
+    ``[:ceil(H/s), :ceil(W/s)]``; ``s`` is ``mask_stride``, or :func:`output_mask_stride` when None."""
+    stride = output_mask_stride(outputs) if mask_stride is None else int(mask_stride)
+    height, width = math.ceil(input_size[0] / stride), math.ceil(input_size[1] / stride)
+    return outputs["pred_masks"][index][:, :, :height, :width]
+
+
 @torch.no_grad()
 def postprocess_video(
     outputs: dict[str, Any],
@@ -62,7 +72,7 @@ def postprocess_video(
         list of ``{"video_id"?, "score", "category_id", "segmentations"}`` in the official order.
     """
     logits = outputs["pred_logits"][index].detach().float().cpu()  # [Q, K]
-    masks = outputs["pred_masks"][index].detach().float()  # [Q, T, h4, w4]
+    masks = input_region_masks(outputs, index, input_size, mask_stride).detach().float()  # [Q, T, h, w]
     num_classes = logits.shape[-1]
     scores = logits.sigmoid()
     flat = scores.flatten(0)
@@ -70,13 +80,10 @@ def postprocess_video(
     hits: dict[int, list[int]] = {}
     for idx in top_idx.tolist():
         hits.setdefault(idx // num_classes, []).append(idx % num_classes)
-    stride = output_mask_stride(outputs) if mask_stride is None else int(mask_stride)
-    crop_h, crop_w = math.ceil(input_size[0] / stride), math.ceil(input_size[1] / stride)
     out_h, out_w = int(orig_size[0]), int(orig_size[1])
     results = []
     for query, classes in hits.items():
-        logits_q = masks[query][:, :crop_h, :crop_w]  # [T, h, w]
-        resized = F.interpolate(logits_q[:, None], (out_h, out_w), mode="bilinear", align_corners=False)
+        resized = F.interpolate(masks[query][:, None], (out_h, out_w), mode="bilinear", align_corners=False)
         binary = resized.sigmoid().cpu().numpy() > 0.5  # [T, 1, h, w]
         if binary.max() == 0:
             continue

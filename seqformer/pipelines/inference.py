@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import uuid
@@ -546,8 +545,3 @@ def summary(
         "frames_per_second": rate(frames),
         "videos_per_second": rate(len(processed)),
     }
-
-
-def masked_size(size: int, stride: int) -> int:
-    """Size at the mask stride of an unpadded input side (how far the mask logits are cropped)."""
-    return math.ceil(size / stride)

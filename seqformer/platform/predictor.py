@@ -26,13 +26,12 @@ import torch
 from torch import nn
 
 from seqformer.model import postprocess_video
-from seqformer.model.postprocess import output_mask_stride
+from seqformer.model.postprocess import input_region_masks
 from seqformer.pipelines.inference import (
     AssociationConfig,
     VideoTracker,
     WindowOutput,
     iter_windows,
-    masked_size,
     owned_end,
     plan_windows,
     preprocess_frame,
@@ -172,9 +171,7 @@ class Predictor:
 
     def _window_output(self, clip: torch.Tensor, start: int) -> WindowOutput:
         out = self._forward(clip)
-        height, width = clip.shape[-2:]
-        stride = output_mask_stride(out)
-        masks = out["pred_masks"][0][:, :, : masked_size(height, stride), : masked_size(width, stride)]
+        masks = input_region_masks(out, 0, tuple(clip.shape[-2:]))
         return WindowOutput(
             start=start,
             logits=out["pred_logits"][0].float().cpu(),

@@ -342,7 +342,7 @@ class _Trainer:
             return False
         return _any_rank(budget_milestone_due(train, done, elapsed), self.world)
 
-    def optimizer_step(self, elapsed: float = 0.0) -> float:
+    def optimizer_step(self, elapsed: float) -> float:
         """Clip, step the optimiser and the step-unit scheduler; ``elapsed``: training seconds so far (budget
         milestones)."""
         grad_norm = 0.0
