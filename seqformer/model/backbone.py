@@ -93,14 +93,18 @@ class ResNetBackbone(nn.Module):
         freeze_stem: bool = True,
         channels_last: bool = True,
         input_edges: bool = False,
+        input_rgb: bool = True,
     ) -> None:
         super().__init__()
+        if not (input_rgb or input_edges):
+            raise ValueError("the backbone needs an input: input_rgb or input_edges (or both)")
         norm_layer = functools.partial(FrozenBatchNorm2d, inplace=True) if frozen_batch_norm else nn.BatchNorm2d
         net = _RESNETS[name](weights=None, replace_stride_with_dilation=[False, False, dilation], norm_layer=norm_layer)
-        self.input_edges = input_edges
-        if input_edges:  # not official: RGB + edge channel (ModelConfig.input_edges)
+        self.input_edges, self.input_rgb = input_edges, input_rgb
+        if input_edges:  # not official: RGB + edge channel, or the edge channel alone (ModelConfig.input_edges/rgb)
             stem = net.conv1
-            net.conv1 = nn.Conv2d(4, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, bias=False)
+            channels = 4 if input_rgb else 1
+            net.conv1 = nn.Conv2d(channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, bias=False)
             nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         for param_name, param in net.named_parameters():
             # official rule: only layer2-4 train (stem conv1 and layer1 stay frozen); freeze_stem=False trains all
@@ -131,7 +135,8 @@ class ResNetBackbone(nn.Module):
         ``with_stride4`` the C2 map (stride 4, ``layer1``) comes first. ``padding_mask`` (bool ``[N, H, W]``, True
         on padding) confines the ``input_edges`` channel to each frame's own pixels."""
         if self.input_edges:
-            images = torch.cat([images, padded_edge_channel(images, padding_mask)], 1)
+            edges = padded_edge_channel(images, padding_mask)
+            images = torch.cat([images, edges], 1) if self.input_rgb else edges
         images = images.contiguous(memory_format=self.memory_format)
         if self.fold_frozen_norms:
             outs = _folded_resnet_forward(self.body, images)
@@ -315,6 +320,7 @@ def build_backbone(
     freeze_stem: bool = True,
     pretrained: str | None = None,
     input_edges: bool = False,
+    input_rgb: bool = True,
 ) -> Joiner:
     """Build ``Joiner(backbone, position encoding)``; ``pretrained`` is a local weight file (never downloaded)."""
     if name == "swin_l":
@@ -329,6 +335,7 @@ def build_backbone(
             frozen_batch_norm=frozen_batch_norm,
             freeze_stem=freeze_stem,
             input_edges=input_edges,
+            input_rgb=input_rgb,
         )
     else:
         raise ValueError(f"model.backbone must be one of {sorted([*_RESNETS, 'swin_l'])}, got {name!r}")

@@ -134,6 +134,11 @@ class ModelConfig:
     initialisation on data whose classes differ by shape under random colours and textures, where shape is learned
     from raw RGB only slowly (README's demo section); ImageNet or official weights do not fit the stem."""
 
+    input_rgb: bool = True
+    """False is not part of SeqFormer (True officially): with ``input_edges``, the stem reads the edge channel
+    alone (one input channel) and never the colours. On the demo's data, where colour and texture are drawn
+    independently of the class, the colours only slow the learning of shape (README's demo section)."""
+
     def __post_init__(self) -> None:
         positive = (
             "hidden_dim dim_feedforward enc_layers dec_layers nheads enc_n_points dec_n_points num_queries "
@@ -164,6 +169,11 @@ class ModelConfig:
                 "model.input_edges gives the ResNet stem a fourth input channel, so it needs a ResNet-family backbone "
                 "trained from random initialisation: set model.pretrained_backbone=null and a ResNet backbone, or "
                 "model.input_edges=false"
+            )
+        if not self.input_rgb and not self.input_edges:
+            raise ValueError(
+                "model.input_rgb=false leaves the backbone no input: it needs model.input_edges=true (the stem then "
+                "reads the edge channel alone), or set model.input_rgb=true"
             )
         if self.mask_feat_stride == 4 and self.backbone == "swin_l":
             raise ValueError("model.mask_feat_stride=4 needs a ResNet backbone; use 8 with model.backbone=swin_l")

@@ -62,6 +62,7 @@ class DetectionCore(nn.Module):
             freeze_stem=cfg.freeze_stem,
             pretrained=cfg.pretrained_backbone,
             input_edges=cfg.input_edges,
+            input_rgb=cfg.input_rgb,
         )
         # registration order = official state-dict order: transformer, heads, queries, input_proj, backbone
         self.transformer = DeformableTransformer(cfg)

@@ -234,11 +234,29 @@ def test_input_edges_gives_the_stem_four_channels_and_trains_it():
     assert grad is not None and float(grad[:, 3].abs().sum()) > 0  # the edge channel's weights learn
 
 
+def test_edges_without_rgb_give_the_stem_one_channel_and_ignore_the_colours():
+    torch.manual_seed(0)
+    cfg = tiny_config(backbone="tiny_resnet", input_edges=True, input_rgb=False, frozen_batch_norm=False)
+    model = build_model(cfg).eval()
+    assert model.state_dict()["detr.backbone.0.body.conv1.weight"].shape[1] == 1
+    torch.manual_seed(0)
+    with_rgb = build_model(tiny_config(backbone="tiny_resnet", input_edges=True, frozen_batch_norm=False)).eval()
+    clip = torch.randn(cfg.num_frames, 3, 48, 64)
+    shifted = clip + torch.tensor([0.7, -0.4, 1.1])[:, None, None]  # new colours, the same gradients
+    with torch.no_grad():
+        out, out_shifted = model([clip]), model([shifted])
+        rgb, rgb_shifted = with_rgb([clip]), with_rgb([shifted])
+    torch.testing.assert_close(out_shifted["pred_logits"], out["pred_logits"])
+    torch.testing.assert_close(out_shifted["pred_boxes"], out["pred_boxes"])
+    assert not torch.allclose(rgb_shifted["pred_logits"], rgb["pred_logits"])  # the RGB stem sees the colours
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
         ({"input_edges": True, "backbone": "swin_l"}, "model.input_edges"),
         ({"input_edges": True, "pretrained_backbone": "weights.pth"}, "model.input_edges"),
+        ({"input_rgb": False}, "model.input_rgb=false"),
     ],
 )
 def test_input_edges_refuses_pretrained_and_swin_backbones(overrides, match):
