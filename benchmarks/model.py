@@ -83,7 +83,7 @@ def _config(case: str, backend: str):  # noqa: ANN202
             hidden_dim=32, dim_feedforward=64, enc_layers=1, dec_layers=1, num_queries=12, num_frames=2,
             msda_backend=backend,
         )  # fmt: skip
-    if case == "demo_train":  # the platform demo's model (experiments/demo/tiny_cpu.yaml)
+    if case == "demo_train":  # an early demo model (ResNet-18); the current demo's speed: benchmarks/train.py
         return ModelConfig(
             backbone="resnet18", frozen_batch_norm=False, freeze_stem=False, hidden_dim=64, dim_feedforward=256,
             enc_layers=2, dec_layers=2, nheads=8, num_queries=20, num_classes=5, num_frames=3, dropout=0.0,
