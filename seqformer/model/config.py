@@ -130,9 +130,10 @@ class ModelConfig:
     input_edges: bool = False
     """Not part of SeqFormer (off officially): append a fixed, colour-invariant edge channel to the backbone input
     (:func:`seqformer.model.backbone.edge_channel`: Sobel gradient magnitude summed over R, G, B, scaled per frame
-    by its maximum) and give the ResNet stem four input channels. For ResNet-family backbones trained from random
-    initialisation on data whose classes differ by shape under random colours and textures, where shape is learned
-    from raw RGB only slowly (README's demo section); ImageNet or official weights do not fit the stem."""
+    by its maximum) and give the ResNet stem four input channels (one with ``input_rgb=False``). For ResNet-family
+    backbones trained from random initialisation on data whose classes differ by shape under random colours and
+    textures, where shape is learned from raw RGB only slowly (README's demo section); ImageNet or official weights
+    do not fit the stem."""
 
     input_rgb: bool = True
     """False is not part of SeqFormer (True officially): with ``input_edges``, the stem reads the edge channel
