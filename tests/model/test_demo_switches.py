@@ -259,7 +259,7 @@ def test_edges_without_rgb_give_the_stem_one_channel_and_ignore_the_colours():
         ({"input_rgb": False}, "model.input_rgb=false"),
     ],
 )
-def test_input_edges_refuses_pretrained_and_swin_backbones(overrides, match):
+def test_input_switches_refuse_unusable_combinations(overrides, match):
     with pytest.raises(ValueError, match=match):
         tiny_config(**overrides)
 
